@@ -1,0 +1,44 @@
+"""edge-albert: distil, int8-quantize and convert text classifiers into small ALBERTs for the edge.
+
+This module stays light (no torch, tensorflow or onnxruntime at import): the CLI's ``--help`` and
+the device runtime import it. Heavy parts load when first used.
+"""
+from __future__ import annotations
+
+import os as _os
+
+# In a source checkout the product card keeps runtime/, converters/ and apps/ at the top of the
+# repo, while an installed wheel puts them under this package (pyproject's package-dir). Adding the
+# checkout root to __path__ makes ``edge_albert.runtime`` resolve to ./runtime there as well, so
+# there is one import name in both cases.
+_root = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+if (_os.path.isfile(_os.path.join(_root, "pyproject.toml"))
+        and _os.path.isfile(_os.path.join(_root, "runtime", "__init__.py")) and _root not in __path__):
+    __path__.append(_root)
+
+from .errors import (  # noqa: E402
+    AccuracyGateError,
+    ArtifactError,
+    ConfigError,
+    ConversionError,
+    DataError,
+    EdgeAlbertError,
+    ModelError,
+    RuntimeBackendError,
+    TokenizerError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "EdgeAlbertError",
+    "DataError",
+    "ConfigError",
+    "ModelError",
+    "TokenizerError",
+    "ConversionError",
+    "AccuracyGateError",
+    "RuntimeBackendError",
+    "ArtifactError",
+]

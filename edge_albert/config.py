@@ -1,0 +1,237 @@
+"""Stage configs: one frozen dataclass per stage, loaded from TOML, overridable with ``--set``.
+
+A config file is a TOML document with one table per stage (``[tokenizer]``, ``[distill]``, ...).
+Unknown sections or keys and wrong value types raise :class:`ConfigError` naming the key, the
+file and the valid keys. Overrides use ``section.key=value``; the value is read as a TOML value
+when it parses as one (``3``, ``0.5``, ``true``, ``[32, 64]``) and as a plain string otherwise,
+then coerced to the field's type.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any, Mapping, TypeVar
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from .errors import ConfigError
+
+T = TypeVar("T")
+
+
+class ModelType(str, enum.Enum):
+    """The tokenizer model SentencePiece trains."""
+
+    UNIGRAM = "unigram"
+    BPE = "bpe"
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizerConfig:
+    """``edge-albert tokenizer train``: a SentencePiece model with ALBERT's conventions."""
+
+    vocab_size: int = 8000
+    model_type: ModelType = ModelType.UNIGRAM
+    lowercase: bool = True
+    character_coverage: float = 0.9995
+    max_sentences: int = 200_000
+    seed: int = 0
+
+
+def section_name(cls: type) -> str:
+    return cls.__name__.removesuffix("Config").lower()
+
+
+def _type_name(tp: Any) -> str:
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return "one of " + ", ".join(repr(m.value) for m in tp)
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, *, key: str, where: str | None) -> Any:
+    """Check/convert ``value`` to the annotated type ``tp``; ConfigError naming ``key`` if it can't."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(f"expected {expected}, got {value!r}", where=where, key=key)
+
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        last: ConfigError | None = None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key=key, where=where)
+            except ConfigError as exc:
+                last = exc
+        assert last is not None
+        raise last
+    if origin in (tuple, list):
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise bad("a list")
+        inner = args[0] if args else Any
+        items = [_coerce(v, inner, key=key, where=where) for v in value]
+        return tuple(items) if origin is tuple else items
+    if tp is Any:
+        return value
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        try:
+            return tp(value)
+        except ValueError:
+            raise bad(_type_name(tp)) from None
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise bad("true or false")
+    if tp is int:
+        if isinstance(value, bool):
+            raise bad("an integer")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value.replace("_", ""))
+            except ValueError:
+                pass
+        raise bad("an integer")
+    if tp is float:
+        if isinstance(value, bool):
+            raise bad("a number")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise bad("a number")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise bad("a string")
+    if tp is Path:
+        if isinstance(value, (str, Path)):
+            return Path(value)
+        raise bad("a path string")
+    if tp is dict or origin is dict:
+        if isinstance(value, dict):
+            return dict(value)
+        raise bad("a table")
+    raise ConfigError(f"unsupported config field type {tp!r}", where=where, key=key)
+
+
+def from_mapping(cls: type[T], data: Mapping[str, Any], *, where: str | None = None,
+                 section: str | None = None) -> T:
+    """Build the frozen dataclass ``cls`` from a mapping, strictly."""
+    section = section or section_name(cls)
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for k, v in data.items():
+        key = f"{section}.{k}"
+        if k not in fields:
+            raise ConfigError(f"unknown key (valid keys: {', '.join(sorted(fields))})",
+                              where=where, key=key)
+        kwargs[k] = _coerce(v, hints[k], key=key, where=where)
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:  # a __post_init__ check
+        raise ConfigError(str(exc), where=where, key=section) from None
+
+
+def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """``["distill.epochs=3", ...]`` -> ``{"distill": {"epochs": 3}}``."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set expects section.key=value, got {item!r}", key="--set")
+        dotted, raw = item.split("=", 1)
+        if "." not in dotted:
+            raise ConfigError(f"--set expects section.key=value, got {item!r}", key="--set")
+        section, key = dotted.strip().split(".", 1)
+        try:
+            value: Any = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        out.setdefault(section, {})[key] = value
+    return out
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("config file does not exist", where=path)
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError("config file is not UTF-8 text", where=path) from None
+    except tomllib.TOMLDecodeError as exc:
+        msg = str(exc)
+        line = None
+        if "(at line " in msg:
+            try:
+                line = int(msg.split("(at line ", 1)[1].split(",", 1)[0])
+            except ValueError:
+                line = None
+            msg = msg.split(" (at line ", 1)[0]
+        raise ConfigError(f"TOML syntax error: {msg}", where=path, line=line) from None
+
+
+def load_sections(
+    schema: Mapping[str, type],
+    path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """Load a config file with one table per stage and apply ``--set`` overrides.
+
+    ``schema`` maps section names to their dataclasses; sections missing from the file get
+    their defaults.
+    """
+    data: dict[str, Any] = read_toml(path) if path is not None else {}
+    where = str(path) if path is not None else None
+    for section, values in parse_overrides(overrides).items():
+        data.setdefault(section, {})
+        if not isinstance(data[section], dict):
+            raise ConfigError("is not a table", where=where, key=section)
+        data[section].update(values)
+    unknown = set(data) - set(schema)
+    if unknown:
+        raise ConfigError(f"unknown section (valid sections: {', '.join(sorted(schema))})",
+                          where=where, key=sorted(unknown)[0])
+    out: dict[str, Any] = {}
+    for section, cls in schema.items():
+        values = data.get(section, {})
+        if not isinstance(values, dict):
+            raise ConfigError("expected a table", where=where, key=section)
+        out[section] = from_mapping(cls, values, where=where, section=section)
+    return out
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a config dataclass (Enums as values, Paths as strings)."""
+    def conv(v: Any) -> Any:
+        if isinstance(v, enum.Enum):
+            return v.value
+        if isinstance(v, Path):
+            return str(v)
+        if isinstance(v, (list, tuple)):
+            return [conv(x) for x in v]
+        if isinstance(v, dict):
+            return {k: conv(x) for k, x in v.items()}
+        return v
+    return {f.name: conv(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
