@@ -1,0 +1,70 @@
+"""Shared fixtures: tiny generated data, a tiny SentencePiece tokenizer and a tiny ALBERT."""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+_SUBJECTS = ["the film", "this movie", "the plot", "the cast", "the ending", "the music",
+             "our hero", "the script", "the director", "every scene"]
+_GOOD = ["is charming", "was a delight", "feels fresh and moving", "is wonderfully acted",
+         "shines", "is smart and funny", "rewards patience", "is a joy"]
+_BAD = ["is dull", "was a mess", "feels flat and tired", "is badly acted", "drags",
+        "is loud and empty", "wastes its cast", "is a chore"]
+
+
+def make_sentiment_rows(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    """A generated, learnable two-class sentiment task: (sentence, label)."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        label = rng.randint(0, 1)
+        phrase = rng.choice(_GOOD if label else _BAD)
+        text = f"{rng.choice(_SUBJECTS)} {phrase}"
+        if rng.random() < 0.5:
+            text += f" , and {rng.choice(_SUBJECTS)} {rng.choice(_GOOD if label else _BAD)}"
+        rows.append((text + " .", str(label)))
+    return rows
+
+
+def write_tsv(path: Path, rows: list[tuple[str, str]], header: str = "sentence\tlabel") -> Path:
+    path.write_text(header + "\n" + "".join(f"{t}\t{lab}\n" for t, lab in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data not found at {SHARED_DATA} (see ../shared/data/README.md)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_task(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("task")
+    return {"train": write_tsv(d / "train.tsv", make_sentiment_rows(400, seed=1)),
+            "dev": write_tsv(d / "dev.tsv", make_sentiment_rows(100, seed=2))}
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tmp_path_factory, tiny_task) -> Path:
+    from edge_albert.config import TokenizerConfig
+    from edge_albert.tokenizer_train import train_tokenizer, training_sentences
+
+    out = tmp_path_factory.mktemp("tok") / "tok"
+    train_tokenizer(TokenizerConfig(vocab_size=120), training_sentences([tiny_task["train"]]), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory, tiny_tokenizer) -> Path:
+    pytest.importorskip("torch")
+    from edge_albert.modeling import init_model_dir
+
+    out = tmp_path_factory.mktemp("model") / "albert-tiny"
+    init_model_dir("tiny", tiny_tokenizer, out, label_names=["0", "1"], seed=0)
+    return out
