@@ -243,6 +243,101 @@ def artifact_verify(directory: Path) -> None:
     click.echo(f"ok: {directory} ({m.stage}, {len(m.files)} files match manifest.json)")
 
 
+# ----------------------------------------------------------------------------- training
+def _train_options(f):
+    f = click.option("--force", is_flag=True, help="Replace --out if it exists.")(f)
+    f = click.option("--resume", is_flag=True,
+                     help="Continue a killed run from OUT.partial/ (same settings required).")(f)
+    f = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                     help="Override a setting, e.g. --set finetune.epochs=2.")(f)
+    f = click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
+                     help="TOML file with the stage's table.")(f)
+    f = click.option("--out", required=True, type=click.Path(path_type=Path))(f)
+    f = click.option("--dev", "dev_file", required=True, type=click.Path(path_type=Path),
+                     help="Dev file: the best state on it is kept.")(f)
+    f = click.option("--train", "train_file", required=True, type=click.Path(path_type=Path))(f)
+    return f
+
+
+def _read_task(train_file: Path, dev_file: Path):
+    from .data import read_dataset
+
+    train = read_dataset(train_file)
+    return train, read_dataset(dev_file)
+
+
+@cli.command("finetune", context_settings=CONTEXT)
+@click.option("--model", "model_name", required=True,
+              help="Base encoder: a local Hugging Face directory or a hub id (BERT, RoBERTa, "
+                   "DistilBERT, ALBERT, MiniLM).")
+@_train_options
+def finetune_command(model_name: str, train_file: Path, dev_file: Path, out: Path,
+                     config_file: Path | None, overrides: tuple[str, ...], resume: bool,
+                     force: bool) -> None:
+    """Fine-tune an encoder into a task teacher (a Hugging Face classifier directory).
+
+    \b
+    Example:
+      edge-albert finetune --model minilm/ --train ../shared/data/sst2/train.tsv \\
+          --dev ../shared/data/sst2/dev.tsv --set finetune.epochs=1 --out teacher/
+    """
+    from .config import FinetuneConfig, load_sections
+    from .finetune import run_finetune
+
+    cfg = load_sections({"finetune": FinetuneConfig}, config_file, overrides)["finetune"]
+    train, dev = _read_task(train_file, dev_file)
+    m = run_finetune(cfg, model_name, train, dev, out, resume=resume, force=force)
+    if m is not None:
+        d = m.extra["dev"]
+        click.echo(f"wrote {out}: dev accuracy {d['accuracy']:.4f}, F1 {d['f1']:.4f}"
+                   f" ({m.extra['steps']} steps, {m.extra['train_seconds']} s)")
+
+
+@cli.command("distill", context_settings=CONTEXT)
+@click.option("--teacher", "teacher_dir", required=True, type=click.Path(path_type=Path),
+              help="Fine-tuned teacher classifier directory.")
+@click.option("--student", default=None,
+              help="Student preset (tiny, small, medium, large) or an AlbertConfig JSON file.")
+@click.option("--student-tokenizer", type=click.Path(path_type=Path), default=None,
+              help="Give the student its own SentencePiece tokenizer (default: the teacher's).")
+@click.option("--augment", type=int, default=None, help="Variants per training text (>= 0).")
+@_train_options
+def distill_command(teacher_dir: Path, student: str | None, student_tokenizer: Path | None,
+                    augment: int | None, train_file: Path, dev_file: Path, out: Path,
+                    config_file: Path | None, overrides: tuple[str, ...], resume: bool,
+                    force: bool) -> None:
+    """Distil a teacher into a smaller ALBERT student.
+
+    \b
+    Presets (parameters with a 30k vocabulary; FLOPs against a 6-layer, 384-wide teacher):
+      tiny    H128 x 4 passes    ~2.1M   ~0.08x
+      small   H256 x 4 passes    ~4.8M   ~0.30x   (default)
+      medium  H384 x 2 passes    ~5.8M   ~0.34x   (shared layer copied from the teacher)
+      large   H384 x 6 passes, 2 groups ~7.6M ~1.0x
+
+    \b
+    Example:
+      edge-albert distill --teacher teacher/ --train ../shared/data/sst2/train.tsv \\
+          --dev ../shared/data/sst2/dev.tsv --student small --out student/
+    """
+    from .config import DistillConfig, load_sections
+    from .distill import run_distill
+
+    sets = list(overrides)
+    if student is not None:
+        sets.append(f"distill.student={student}")
+    if augment is not None:
+        sets.append(f"distill.augment={augment}")
+    cfg = load_sections({"distill": DistillConfig}, config_file, sets)["distill"]
+    train, dev = _read_task(train_file, dev_file)
+    m = run_distill(cfg, teacher_dir, train, dev, out, student_tokenizer=student_tokenizer,
+                    resume=resume, force=force)
+    if m is not None:
+        d = m.extra["dev"]
+        click.echo(f"wrote {out}: {m.extra['parameters']:,} parameters, dev accuracy"
+                   f" {d['accuracy']:.4f}, agreement with the teacher {d['agreement']:.4f}")
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="edge-albert")

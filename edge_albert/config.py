@@ -235,3 +235,63 @@ def to_dict(cfg: Any) -> dict[str, Any]:
             return {k: conv(x) for k, x in v.items()}
         return v
     return {f.name: conv(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings shared by fine-tuning and distillation."""
+
+    epochs: float = 3.0
+    max_steps: int = 0  # > 0 overrides epochs
+    batch_size: int = 32
+    learning_rate: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    grad_clip: float = 1.0
+    max_length: int = 128
+    eval_every: int = 0  # steps; 0 = once per epoch
+    checkpoint_every: int = 200  # steps; 0 = never
+    seed: int = 42
+    threads: int = 0  # torch intra-op threads; 0 = torch's default
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.max_length < 8:
+            raise ValueError(f"max_length must be >= 8, got {self.max_length}")
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneConfig(TrainConfig):
+    """``edge-albert finetune``: a base encoder becomes a task teacher."""
+
+    learning_rate: float = 5e-5
+
+
+@dataclasses.dataclass(frozen=True)
+class DistillConfig(TrainConfig):
+    """``edge-albert distill``: teacher -> ALBERT student.
+
+    Loss = ce_weight * CE(labels) + kd_weight * T^2 * KL(teacher_T || student_T)
+         + hidden_weight * MSE(proj(student hidden), teacher hidden)   [same tokenizer only]
+         + attention_weight * KL(teacher attention || student attention) [same tokenizer only]
+    """
+
+    student: str = "small"  # a preset name or a path to an AlbertConfig JSON
+    learning_rate: float = 2e-4
+    epochs: float = 3.0
+    temperature: float = 2.0
+    ce_weight: float = 0.5
+    kd_weight: float = 1.0
+    hidden_weight: float = 0.0
+    attention_weight: float = 0.0
+    init_from_teacher: bool = True
+    augment: int = 0  # variants per training text, labelled by the teacher
+    augment_seed: int = 7
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.augment < 0:
+            raise ValueError(f"augment must be >= 0, got {self.augment}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")

