@@ -338,6 +338,16 @@ def distill_command(teacher_dir: Path, student: str | None, student_tokenizer: P
                    f" {d['accuracy']:.4f}, agreement with the teacher {d['agreement']:.4f}")
 
 
+def _register_stage_commands() -> None:
+    """Commands whose code lives beside its stage (their heavy imports stay inside them)."""
+    from .converters.cli import convert_command
+
+    cli.add_command(convert_command)
+
+
+_register_stage_commands()
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="edge-albert")

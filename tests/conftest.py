@@ -68,3 +68,18 @@ def tiny_model(tmp_path_factory, tiny_tokenizer) -> Path:
     out = tmp_path_factory.mktemp("model") / "albert-tiny"
     init_model_dir("tiny", tiny_tokenizer, out, label_names=["0", "1"], seed=0)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_artifact(tmp_path_factory, tiny_model, tiny_task) -> Path:
+    """The tiny ALBERT converted to fp32 and int8-dynamic ONNX and TFLite (plus .ort)."""
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("onnxruntime")
+    from edge_albert.converters.convert import ConvertConfig, run_convert
+    from edge_albert.converters.spec import Format, Precision
+
+    out = tmp_path_factory.mktemp("artifact") / "converted"
+    cfg = ConvertConfig(formats=(Format.ONNX, Format.ORT, Format.TFLITE),
+                        precisions=(Precision.FP32, Precision.INT8_DYNAMIC), buckets=(16, 32))
+    run_convert(cfg, tiny_model, out, calibration=tiny_task["dev"], progress=False)
+    return out

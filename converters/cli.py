@@ -1,0 +1,145 @@
+"""``edge-albert convert``: the click command (added to the CLI group with ``cli.add_command``).
+
+Thin: it builds a :class:`~.convert.ConvertConfig` (TOML ``[convert]`` table, ``--set`` overrides,
+then the options), calls :func:`~.convert.run_convert` and prints one line per file. torch,
+tensorflow and onnxruntime load inside the command only.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _csv(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+@contextlib.contextmanager
+def _native_logs_muted(enabled: bool) -> Iterator[None]:
+    """TensorFlow's and LiteRT's C++ code writes warnings straight to file descriptor 2; send those
+    to /dev/null while keeping Python's stderr (the progress bar, our errors) on the terminal."""
+    if not enabled:
+        yield
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    keep = os.fdopen(os.dup(saved), "w", buffering=1)
+    old_stderr = sys.stderr
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        sys.stderr = keep
+        yield
+    finally:
+        sys.stderr = old_stderr
+        keep.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+        keep.close()
+
+
+@click.command("convert", context_settings=CONTEXT)
+@click.option("--model", "model_dir", required=True, type=click.Path(path_type=Path),
+              help="Sequence-classification model directory (an ALBERT student for TFLite).")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Artifact directory to write.")
+@click.option("--formats", default=None, metavar="LIST",
+              help="Comma-separated: onnx, ort, tflite. Default: all three.")
+@click.option("--precisions", default=None, metavar="LIST",
+              help="Comma-separated: fp32, fp16, int8-dynamic, int8-static. Default: every"
+                   " precision each format supports (onnx/ort: fp32, int8-dynamic, int8-static;"
+                   " tflite: also fp16).")
+@click.option("--calibration", type=click.Path(path_type=Path), default=None, metavar="DATA",
+              help="Labelled task data (TSV/CSV/JSONL): calibrates int8-static and gives the padded"
+                   " real inputs for the parity check. Required for int8-static.")
+@click.option("--seq-len", type=int, default=None,
+              help="One fixed maximum sequence length (same as --buckets N).")
+@click.option("--buckets", default=None, metavar="LIST",
+              help="Padded sequence lengths the runtime uses, e.g. 32,64,128 (the default).")
+@click.option("--calibration-size", type=int, default=None, help="Calibration examples (200).")
+@click.option("--calibration-method", default=None,
+              type=click.Choice(["minmax", "entropy", "percentile"]),
+              help="How int8-static picks activation ranges (minmax).")
+@click.option("--fallbacks", default=None, metavar="LIST",
+              help="Parts kept in float in int8 files: embeddings, attention, pooler, classifier,"
+                   " layernorm, softmax, gelu ('none' for none). Default:"
+                   " classifier,layernorm,softmax,gelu.")
+@click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
+              help="TOML file with a [convert] table.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config value, e.g. --set convert.per_channel=false.")
+@click.option("--force", is_flag=True, help="Replace --out if it exists.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.pass_context
+def convert_command(ctx: click.Context, model_dir: Path, out: Path, formats: str | None,
+                    precisions: str | None, calibration: Path | None, seq_len: int | None,
+                    buckets: str | None, calibration_size: int | None,
+                    calibration_method: str | None, fallbacks: str | None,
+                    config_file: Path | None, overrides: tuple[str, ...], force: bool,
+                    quiet: bool) -> None:
+    """Convert a classifier into ONNX, ORT and TFLite files (fp32, fp16, int8), checked against torch.
+
+    Every file is run on padded real inputs and compared with torch (fp32 must stay within 1e-4 of
+    its logits, fp16 within 1e-2; int8 files report their difference and agreement), and its graph
+    is counted: which weight matmuls hold int8, how many ops run in int8. The directory also gets
+    the tokenizer, labels.txt, required_operators.config (for a reduced onnxruntime build) and a
+    manifest.json describing each file.
+
+    \b
+    Example:
+      edge-albert convert --model student/ --out converted/ \\
+          --calibration ../shared/data/sst2/dev.tsv
+      edge-albert convert --model student/ --out tfl/ --formats tflite \\
+          --precisions fp32,fp16,int8-dynamic --seq-len 64
+    """
+    from ..config import load_sections
+    from ..errors import ConfigError
+    from .convert import ConvertConfig, run_convert
+
+    if seq_len is not None and buckets is not None:
+        raise ConfigError("give --seq-len or --buckets, not both", key="--seq-len")
+    sets = list(overrides)
+    if formats is not None:
+        sets.append(f"convert.formats={formats}")
+    if precisions is not None:
+        sets.append(f"convert.precisions={precisions}")
+    if seq_len is not None:
+        sets.append(f"convert.buckets=[{seq_len}]")
+    if buckets is not None:
+        sets.append(f"convert.buckets={buckets}")
+    if calibration_size is not None:
+        sets.append(f"convert.calibration_size={calibration_size}")
+    if calibration_method is not None:
+        sets.append(f"convert.calibration_method={calibration_method}")
+    if fallbacks is not None:
+        sets.append("convert.fallbacks=" + ("" if fallbacks.strip().lower() == "none" else fallbacks))
+    config = load_sections({"convert": ConvertConfig}, config_file, sets)["convert"]
+    verbose = bool(ctx.find_root().obj and ctx.find_root().obj.get("verbose"))
+    with _native_logs_muted(not verbose):
+        manifest = run_convert(config, model_dir, out, calibration=calibration, force=force,
+                               progress=not quiet)
+    for name, meta in manifest.files.items():
+        if "parity" not in meta:
+            continue
+        p = meta["parity"]
+        parts = meta["census"]["weight_ops"]
+        enc = parts.get("encoder", {"int8": 0, "float": 0})
+        click.echo(f"{name:<28} {meta['size_bytes'] / 1e6:8.2f} MB  max|dlogit| "
+                   f"{p['max_abs_logit_diff']:.2e}  agree {p['agreement']:6.1%}  "
+                   f"encoder weights int8 {enc['int8']}/{enc['int8'] + enc['float']}")
+    click.echo(f"wrote {out} ({sum('parity' in m for m in manifest.files.values())} model files,"
+               f" {manifest.extra['parameters']:,} parameters)")
+
+
+__all__ = ["convert_command"]

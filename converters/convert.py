@@ -1,0 +1,415 @@
+"""The convert stage: one ALBERT classifier -> ONNX / ORT / TFLite files at each precision, in one
+self-describing artifact directory.
+
+``run_convert`` exports once per format, quantizes with each runtime's own tools, runs every file
+on padded real inputs against torch (parity), counts what each file holds in int8 (census), and
+writes it all, with the tokenizer and the labels, through :func:`~edge_albert.artifacts.write_artifact`:
+an error anywhere leaves no half-written directory.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..artifacts import Manifest, write_artifact
+from ..config import to_dict
+from ..errors import ArtifactError, ConfigError, ConversionError
+from .calibration import DEFAULT_SIZE, CalibrationSet
+from .spec import (
+    DEFAULT_BUCKETS,
+    DEFAULT_FALLBACKS,
+    OPSET,
+    SUPPORTED,
+    CalibrationMethod,
+    ExportSpec,
+    Fallback,
+    Format,
+    IntType,
+    Precision,
+    check_supported,
+    model_filename,
+)
+
+LABELS_FILE = "labels.txt"
+
+
+def _enum_tuple(cls: Any, values: Any, key: str) -> tuple:
+    if isinstance(values, (str, cls)):
+        values = [values]
+    out = []
+    for v in values:
+        try:
+            out.append(cls(v))
+        except ValueError:
+            valid = ", ".join(m.value for m in cls)
+            raise ConfigError(f"unknown value {v!r} (valid: {valid})", key=key) from None
+    if len(set(out)) != len(out):
+        raise ConfigError(f"lists a value twice: {[o.value for o in out]}", key=key)
+    return tuple(out)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvertConfig:
+    """``edge-albert convert``: which files to write and how to quantize them.
+
+    ``precisions`` empty means every precision each format supports; listing one that a requested
+    format cannot hold is an error. ``buckets`` are the padded sequence lengths the runtime will
+    use; the largest is the maximum sequence length. ``fallbacks`` name parts kept in float in
+    int8 files (:class:`~.spec.Fallback`); ``fallback_nodes`` adds raw ONNX node names or TFLite
+    op output tensor names. ``per_channel`` applies to both ONNX recipes (TFLite full-integer is
+    per-channel by TensorFlow's default). ``ort_target`` is the platform the .ort files are
+    optimised for ("arm" keeps int8 QDQ fusions meant for ARM; they run everywhere).
+    """
+
+    formats: tuple[Format, ...] = (Format.ONNX, Format.ORT, Format.TFLITE)
+    precisions: tuple[Precision, ...] = ()
+    buckets: tuple[int, ...] = DEFAULT_BUCKETS
+    opset: int = OPSET
+    calibration_size: int = DEFAULT_SIZE
+    calibration_method: CalibrationMethod = CalibrationMethod.MINMAX
+    per_channel: bool = True
+    activation_type: IntType = IntType.UINT8
+    weight_type: IntType = IntType.INT8
+    fallbacks: tuple[Fallback, ...] = DEFAULT_FALLBACKS
+    fallback_nodes: tuple[str, ...] = ()
+    parity_examples: int = 256
+    ort_target: str = "arm"
+    threads: int = 2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "formats", _enum_tuple(Format, self.formats, "convert.formats"))
+        set_(self, "precisions", _enum_tuple(Precision, self.precisions, "convert.precisions"))
+        set_(self, "fallbacks", _enum_tuple(Fallback, self.fallbacks, "convert.fallbacks"))
+        set_(self, "calibration_method", CalibrationMethod(self.calibration_method))
+        set_(self, "activation_type", IntType(self.activation_type))
+        set_(self, "weight_type", IntType(self.weight_type))
+        set_(self, "buckets", tuple(sorted({int(b) for b in self.buckets})))
+        if not self.formats:
+            raise ConfigError("names no format (valid: onnx, ort, tflite)", key="convert.formats")
+        for fmt in self.formats:
+            for p in self.precisions:
+                check_supported(fmt, p, key="convert.precisions")
+        if not self.buckets or min(self.buckets) < 4:
+            raise ConfigError(f"sequence lengths must be >= 4, got {list(self.buckets)}",
+                              key="convert.buckets")
+        if self.opset < 18:
+            raise ConfigError(f"opset must be >= 18, got {self.opset}", key="convert.opset")
+        for key in ("calibration_size", "parity_examples", "threads"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"must be >= 1, got {getattr(self, key)}", key=f"convert.{key}")
+        if self.ort_target not in ("arm", "amd64"):
+            raise ConfigError(f"expected 'arm' or 'amd64', got {self.ort_target!r}",
+                              key="convert.ort_target")
+        if self.weight_type is IntType.UINT8 and self.per_channel:
+            raise ConfigError("per-channel weights must be int8", key="convert.weight_type")
+
+    @property
+    def spec(self) -> ExportSpec:
+        return ExportSpec(buckets=self.buckets, max_length=max(self.buckets), opset=self.opset)
+
+    def plan(self) -> list[tuple[Format, Precision]]:
+        """(format, precision) of every file to write, in writing order."""
+        out = []
+        for fmt in self.formats:
+            for p in SUPPORTED[fmt]:
+                if not self.precisions or p in self.precisions:
+                    out.append((fmt, p))
+        return out
+
+
+class _Steps:
+    """A tqdm bar over the stage's steps, and the seconds each took."""
+
+    def __init__(self, names: list[str], enabled: bool) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=len(names), desc="convert", unit="step", disable=not enabled,
+                        leave=False)
+        self.seconds: dict[str, float] = {}
+
+    def run(self, name: str, fn: Callable[[], Any]) -> Any:
+        self.bar.set_postfix_str(name)
+        t = time.perf_counter()
+        try:
+            return fn()
+        finally:
+            self.seconds[name] = round(time.perf_counter() - t, 3)
+            self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _example(vocab: int, width: int) -> dict[str, np.ndarray]:
+    """A padded export example: two rows, the second half padding (an unpadded example would
+    let the exporter drop the attention mask)."""
+    rng = np.random.default_rng(0)
+    ids = rng.integers(min(5, vocab - 1), vocab, size=(2, width)).astype(np.int64)
+    mask = np.ones((2, width), dtype=np.int64)
+    mask[1, width // 2:] = 0
+    ids[1, width // 2:] = 0
+    types = np.zeros_like(ids)
+    types[0, width // 2:] = 1
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+
+def _check_inputs(config: ConvertConfig, calibration: str | Path | None,
+                  out_dir: Path, force: bool) -> None:
+    if any(p is Precision.INT8_STATIC for _, p in config.plan()) and calibration is None:
+        raise ConfigError("int8-static needs calibration text", key="--calibration",
+                          hint="pass --calibration DATA (a labelled TSV/CSV/JSONL of the task), or"
+                               " leave int8-static out of --precisions")
+    if out_dir.exists() and not force:
+        raise ArtifactError("output directory already exists", where=out_dir,
+                            hint="pass --force to replace it, or choose another --out")
+
+
+def run_convert(config: ConvertConfig, model_dir: str | Path, out_dir: str | Path, *,
+                calibration: str | Path | None = None, force: bool = False,
+                progress: bool = True) -> Manifest:
+    """Convert the classifier in ``model_dir`` into ``out_dir`` (see the module docstring).
+
+    ``calibration`` is a labelled data file of the task: its text calibrates int8-static and
+    provides the padded real inputs for parity (without it, parity uses random token ids and
+    int8-static cannot run).
+    """
+    from ..artifacts import verify
+    from ..data import read_dataset
+    from ..errors import DataError
+    from ..modeling import copy_tokenizer_files, label_names_of, load_classifier, parameter_count
+    from ..runtime.tokenizer import TextTokenizer
+    from .calibration import build_calibration, parity_feeds, synthetic_parity_feeds
+    from .parity import gate, torch_logits
+
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    _check_inputs(config, calibration, out_dir, force)
+    spec = config.spec
+    model = load_classifier(model_dir)
+    cfg = model.config
+    max_pos = int(getattr(cfg, "max_position_embeddings", spec.max_length))
+    if spec.max_length > max_pos:
+        raise ConfigError(f"sequence length {spec.max_length} exceeds the model's"
+                          f" max_position_embeddings ({max_pos})", key="--seq-len",
+                          hint=f"use --seq-len {max_pos} or smaller buckets")
+    if Format.TFLITE in config.formats and cfg.model_type != "albert":
+        raise ConfigError(f"the TFLite converter writes ALBERT models only, not {cfg.model_type!r}",
+                          key="--formats", hint="distil into an ALBERT student, or drop tflite")
+    if (model_dir / "manifest.json").is_file():
+        verify(model_dir)
+    tok = TextTokenizer.load(model_dir)
+    labels = label_names_of(model)
+    params = parameter_count(model)
+    cal: CalibrationSet | None = None
+    if calibration is not None:
+        try:
+            ds = read_dataset(calibration, label_names=labels)
+        except DataError as exc:
+            if exc.hint and "column" in exc.hint:
+                exc.hint = ("the calibration file needs a known layout, e.g. a header"
+                            " 'sentence<TAB>label' (see 'edge-albert data inspect')")
+            raise
+        cal = build_calibration(ds, tok, spec=spec, size=config.calibration_size, seed=config.seed)
+        batches = parity_feeds(ds, tok, spec=spec, n=config.parity_examples, seed=config.seed + 1)
+        parity_source = str(calibration)
+    else:
+        batches = synthetic_parity_feeds(tok, spec=spec, n=config.parity_examples,
+                                         seed=config.seed + 1)
+        parity_source = "synthetic token ids (no --calibration given)"
+    ref = torch_logits(model, batches)
+    if not all(np.isfinite(r).all() for r in ref):
+        raise ConversionError("the torch model itself returns non-finite logits", where=model_dir)
+
+    plan = config.plan()
+    names = _step_names(plan)
+    steps = _Steps(names, progress)
+    record = {**to_dict(config), "calibration": str(calibration) if calibration else None,
+              "model": str(model_dir)}
+    inputs = [model_dir] if (model_dir / "manifest.json").is_file() else []
+    try:
+        with write_artifact(out_dir, stage="convert", config=record, inputs=inputs,
+                            force=force) as w:
+            conv = _Converter(config, model, spec, cal, batches, ref, params, w, steps)
+            conv.run(plan)
+            copy_tokenizer_files(model_dir, w.path)
+            (w.path / LABELS_FILE).write_text("\n".join(labels) + "\n", encoding="utf-8")
+            w.describe(LABELS_FILE, kind="labels", labels=labels)
+            w.extra.update(
+                parameters=params, labels=labels, model_type=cfg.model_type,
+                export_spec=spec.to_dict(), calibration=cal.describe() if cal else None,
+                parity_inputs={"source": parity_source, "n": int(sum(len(b["input_ids"])
+                                                                     for b in batches)),
+                               "widths": sorted({int(b["input_ids"].shape[1]) for b in batches}),
+                               "padded_rows": int(sum((b["attention_mask"] == 0).any(axis=1).sum()
+                                                      for b in batches))},
+                tf_vs_torch_max_abs_diff=conv.tf_diff, seconds=steps.seconds,
+                files={n: {k: v for k, v in m.items() if k in ("format", "precision",
+                                                                "bytes_per_parameter")}
+                       | {"parity": m["parity"]} for n, m in conv.described.items()})
+            gate(conv.parity)
+    finally:
+        steps.close()
+    assert w.manifest is not None
+    return w.manifest
+
+
+def _step_names(plan: list[tuple[Format, Precision]]) -> list[str]:
+    names = []
+    onnx_precs = [p for f, p in plan if f in (Format.ONNX, Format.ORT)]
+    if onnx_precs:  # the fp32 export always runs: it is the source of the int8 files
+        names.append("onnx fp32")
+    names += [f"onnx {p.value}" for p in dict.fromkeys(onnx_precs) if p is not Precision.FP32]
+    if any(f is Format.ORT for f, _ in plan):
+        names.append("ort")
+    if any(f is Format.TFLITE for f, _ in plan):
+        names.append("tensorflow graph")
+        names += [f"tflite {p.value}" for f, p in plan if f is Format.TFLITE]
+    return names
+
+
+class _Converter:
+    """Writes, measures and describes the files of one convert run."""
+
+    def __init__(self, config: ConvertConfig, model, spec: ExportSpec, cal: CalibrationSet | None,
+                 batches, ref, params: int, writer, steps: _Steps) -> None:
+        self.config, self.model, self.spec, self.cal = config, model, spec, cal
+        self.batches, self.ref, self.params, self.w, self.steps = batches, ref, params, writer, steps
+        self.parity: dict = {}
+        self.described: dict[str, dict] = {}
+        self.tf_diff: float | None = None
+
+    # -- shared -------------------------------------------------------------------------------
+    def measure(self, path: Path, fmt: Format, precision: Precision, recipe: dict) -> None:
+        from .census import census
+        from .parity import compare, run_file
+
+        out = run_file(path, self.batches, threads=self.config.threads)
+        par = compare(self.ref, out, fmt=fmt, precision=precision)
+        cen = census(path)
+        if fmt is Format.TFLITE and cen.custom_ops:
+            raise ConversionError(f"{path.name} holds non-builtin op(s) {cen.custom_ops}: the plain"
+                                  " TFLite runtime cannot run it", where=path.name)
+        size = path.stat().st_size
+        meta = {"format": fmt.value, "precision": precision.value,
+                **self.spec.io_description(fmt), "recipe": recipe, "census": cen.summary(),
+                "int8_ops": cen.int8_ops, "parity": par.to_dict(),
+                "bytes_per_parameter": round(size / self.params, 4)}
+        self.parity[path.name] = par
+        self.described[path.name] = meta
+        self.w.describe(path.name, **meta)
+
+    def run(self, plan: list[tuple[Format, Precision]]) -> None:
+        onnx_precs = list(dict.fromkeys(p for f, p in plan if f in (Format.ONNX, Format.ORT)))
+        if onnx_precs:
+            with tempfile.TemporaryDirectory(prefix="edge-albert-onnx-") as scratch:
+                self.onnx_files(Path(scratch), onnx_precs, plan)
+        tflite_precs = [p for f, p in plan if f is Format.TFLITE]
+        if tflite_precs:
+            self.tflite_files(tflite_precs)
+        self.check_fallback_nodes()
+
+    def check_fallback_nodes(self) -> None:
+        """Every ``fallback_nodes`` name must be a node of at least one int8 graph written."""
+        names = self.config.fallback_nodes
+        int8 = [m for m in self.described.values() if Precision(m["precision"]).is_int8]
+        if not names or not int8:
+            return
+        used = {n for m in int8 for n in m["recipe"].get("float_nodes", [])
+                + m["recipe"].get("source_recipe", {}).get("float_nodes", [])}
+        unknown = [n for n in names if n not in used]
+        if unknown:
+            raise ConfigError(f"fallback node(s) {', '.join(unknown[:5])} name no node of the"
+                              " ONNX or TFLite int8 graphs", key="convert.fallback_nodes",
+                              hint="ONNX node names and TFLite op output tensor names are"
+                                   " valid; the manifest's census lists the weight ops")
+
+    # -- ONNX and ORT -----------------------------------------------------------------------
+    def onnx_files(self, scratch: Path, precs: list[Precision],
+                   plan: list[tuple[Format, Precision]]) -> None:
+        from .onnx_export import export_onnx
+        from .onnx_quant import quantize_dynamic, quantize_static
+        from .ort_mobile import CONFIG_NAME, convert_to_ort
+
+        c = self.config
+        fp32 = scratch / model_filename(Format.ONNX, Precision.FP32)
+        example = _example(int(self.model.config.vocab_size), min(self.spec.buckets))
+        recipes: dict[Precision, dict] = {}
+
+        def export() -> None:
+            info = export_onnx(self.model, fp32, example, spec=self.spec, parameters=self.params)
+            recipes[Precision.FP32] = {"recipe": "torch.onnx.export(dynamo=True)",
+                                       "opset": self.spec.opset,
+                                       "folded_weight_transposes": info.folded_transposes,
+                                       "merged_initializers": info.merged_initializers,
+                                       "float_weight_bytes": info.initializer_bytes}
+
+        self.steps.run("onnx fp32", export)
+        for p in precs:
+            dst = scratch / model_filename(Format.ONNX, p)
+            if p is Precision.INT8_DYNAMIC:
+                recipes[p] = self.steps.run(f"onnx {p.value}", functools.partial(
+                    quantize_dynamic, fp32, dst, per_channel=c.per_channel,
+                    fallbacks=c.fallbacks, nodes=c.fallback_nodes))
+            elif p is Precision.INT8_STATIC:
+                assert self.cal is not None
+                recipes[p] = self.steps.run(f"onnx {p.value}", functools.partial(
+                    quantize_static, fp32, dst, self.cal, method=c.calibration_method,
+                    per_channel=c.per_channel, activation_type=c.activation_type.value,
+                    weight_type=c.weight_type.value, fallbacks=c.fallbacks,
+                    nodes=c.fallback_nodes))
+        for p in [q for q in list(recipes) if q not in precs]:  # fp32 made only as the source
+            (scratch / model_filename(Format.ONNX, p)).unlink()
+        if any(f is Format.ORT for f, _ in plan):
+            self.steps.run("ort", functools.partial(convert_to_ort, scratch,
+                                                    target_platform=c.ort_target))
+            shutil.copyfile(scratch / CONFIG_NAME, self.w.path / CONFIG_NAME)
+            self.w.describe(CONFIG_NAME, kind="onnxruntime reduced-build operator config")
+        for fmt, p in plan:
+            if fmt not in (Format.ONNX, Format.ORT):
+                continue
+            name = model_filename(fmt, p)
+            shutil.copyfile(scratch / name, self.w.path / name)
+            recipe = dict(recipes[p])
+            if fmt is Format.ORT:
+                recipe = {"recipe": "onnxruntime.tools.convert_onnx_models_to_ort (fixed"
+                                    f" optimisations, target {c.ort_target})",
+                          "source": model_filename(Format.ONNX, p), "source_recipe": recipes[p]}
+            self.measure(self.w.path / name, fmt, p, recipe)
+
+    # -- TFLite -----------------------------------------------------------------------------
+    def tflite_files(self, precs: list[Precision]) -> None:
+        from .census import census
+        from .onnx_export import STORAGE_SLACK
+        from .tf_albert import check_against_torch, make_tf_albert
+        from .tflite_convert import convert_tflite
+
+        def graph():
+            module = make_tf_albert(self.model, mask_value=self.spec.mask_value)
+            self.tf_diff = check_against_torch(module, self.model, self.batches[0])
+            return module
+
+        module = self.steps.run("tensorflow graph", graph)
+        c = self.config
+        for p in precs:
+            data, recipe = self.steps.run(f"tflite {p.value}", functools.partial(
+                convert_tflite, module, p, calibration=self.cal, fallbacks=c.fallbacks,
+                nodes=c.fallback_nodes))
+            path = self.w.path / model_filename(Format.TFLITE, p)
+            path.write_bytes(data)
+            if p is Precision.FP32:
+                stored = census(path).stored_weight_bytes
+                if stored > STORAGE_SLACK * 4 * self.params + 4096:
+                    raise ConversionError(
+                        f"{path.name} stores {stored:,} bytes of constants for {self.params:,}"
+                        f" parameters (> {STORAGE_SLACK} x 4 bytes each): a shared weight was"
+                        " copied per pass")
+            self.measure(path, Format.TFLITE, p, recipe)

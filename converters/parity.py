@@ -1,0 +1,125 @@
+"""Run converted files on padded real inputs and compare their logits with torch.
+
+:func:`run_file` runs an ``.onnx`` / ``.ort`` file in an onnxruntime ``InferenceSession`` or a
+``.tflite`` file in LiteRT's ``Interpreter`` (its signature runner, resized per batch).
+:func:`compare` gives max abs logit difference and top-1 agreement; :func:`gate` collects every
+file that misses its tolerance (fp32 1e-4, fp16 1e-2; int8 only reports) or returns a non-finite
+logit, and raises one :class:`ConversionError` with the numbers of all of them.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConversionError
+from .spec import INPUT_NAMES, OUTPUT_NAME, TFLITE_SIGNATURE, Format, Precision, tolerance
+
+Feed = Mapping[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Parity:
+    """One file against torch."""
+
+    format: str
+    precision: str
+    max_abs_logit_diff: float
+    agreement: float
+    n: int
+    tolerance: float | None
+    finite: bool
+
+    @property
+    def passed(self) -> bool:
+        if not self.finite:
+            return False
+        return self.tolerance is None or self.max_abs_logit_diff <= self.tolerance
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k not in ("format", "precision")}
+
+
+def torch_logits(model, batches: Sequence[Feed]) -> list[np.ndarray]:
+    import torch
+
+    out = []
+    with torch.no_grad():
+        for b in batches:
+            feed = {n: torch.from_numpy(np.asarray(b[n], dtype=np.int64)) for n in INPUT_NAMES}
+            out.append(model(**feed).logits.float().numpy())
+    return out
+
+
+def run_file(path: str | Path, batches: Sequence[Feed], *, threads: int = 2) -> list[np.ndarray]:
+    """Logits of a converted file, batch by batch."""
+    path = Path(path)
+    if path.suffix in (".onnx", ".ort"):
+        return _run_ort(path, batches, threads)
+    if path.suffix == ".tflite":
+        return _run_tflite(path, batches, threads)
+    raise ValueError(f"cannot run {path.name}")
+
+
+def _run_ort(path: Path, batches: Sequence[Feed], threads: int) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    try:
+        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ConversionError(f"onnxruntime cannot load the file: {str(exc).splitlines()[0][:300]}",
+                              where=path) from exc
+    return [sess.run([OUTPUT_NAME], {n: np.asarray(b[n], dtype=np.int64)
+                                     for n in INPUT_NAMES})[0] for b in batches]
+
+
+def _run_tflite(path: Path, batches: Sequence[Feed], threads: int) -> list[np.ndarray]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    try:
+        interp = Interpreter(model_path=str(path), num_threads=threads)
+        runner = interp.get_signature_runner(TFLITE_SIGNATURE)
+    except Exception as exc:
+        raise ConversionError(f"LiteRT cannot load the file: {str(exc).splitlines()[0][:300]}",
+                              where=path) from exc
+    return [runner(**{n: np.asarray(b[n], dtype=np.int32) for n in INPUT_NAMES})[OUTPUT_NAME]
+            for b in batches]
+
+
+def compare(ref: Sequence[np.ndarray], out: Sequence[np.ndarray], *, fmt: Format | str,
+            precision: Precision | str) -> Parity:
+    r = np.concatenate(list(ref))
+    o = np.concatenate(list(out)).astype(np.float32)
+    finite = bool(np.isfinite(o).all())
+    diff = float(np.max(np.abs(o - r))) if finite else float("nan")
+    agree = float(np.mean(o.argmax(-1) == r.argmax(-1))) if finite else 0.0
+    return Parity(Format(fmt).value, Precision(precision).value, diff, agree, int(r.shape[0]),
+                  tolerance(precision), finite)
+
+
+def gate(results: Mapping[str, Parity]) -> None:
+    """One ConversionError naming every file that missed its gate, with the numbers."""
+    bad: list[str] = []
+    for name, p in results.items():
+        if not p.finite:
+            bad.append(f"{name} ({p.format} {p.precision}) returned non-finite logits")
+        elif not p.passed:
+            bad.append(f"{name} ({p.format} {p.precision}) max abs logit diff"
+                       f" {p.max_abs_logit_diff:.3g} > {p.tolerance:g} over {p.n} inputs"
+                       f" (top-1 agreement {p.agreement:.1%})")
+    if bad:
+        raise ConversionError("parity gate missed: " + "; ".join(bad),
+                              hint="run with -v for details; int8 files only report")
+
+
+def check_all(files: Iterable[tuple[str, Path, Format, Precision]], ref: Sequence[np.ndarray],
+              batches: Sequence[Feed], *, threads: int = 2) -> dict[str, Parity]:
+    """Run and compare several files (no gating)."""
+    return {name: compare(ref, run_file(path, batches, threads=threads), fmt=fmt,
+                          precision=prec) for name, path, fmt, prec in files}

@@ -1,0 +1,195 @@
+"""The one export spec for ALBERT classifiers: what every converter writes and the runtime reads.
+
+Input and output names, their dtypes per format, sequence-length buckets, the ONNX opset, the
+parity tolerances, and which precisions each format supports. Pure Python (no numpy, torch,
+tensorflow or onnxruntime), so the device runtime can import it too.
+"""
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..errors import ConfigError
+
+
+class Format(str, enum.Enum):
+    """A model file format."""
+
+    ONNX = "onnx"      # ONNX protobuf, for onnxruntime on desktop, Pi and Android
+    ORT = "ort"        # onnxruntime's flatbuffer format of each .onnx, for reduced mobile builds
+    TFLITE = "tflite"  # LiteRT / TFLite flatbuffer, builtin ops only
+
+    @property
+    def suffix(self) -> str:
+        return "." + self.value
+
+
+class Precision(str, enum.Enum):
+    """How weights (and, for int8-static, activations) are stored and computed."""
+
+    FP32 = "fp32"
+    FP16 = "fp16"                  # fp16 weights, fp32 compute (TFLite)
+    INT8_DYNAMIC = "int8-dynamic"  # int8 weights, activations quantized on the fly
+    INT8_STATIC = "int8-static"    # int8 weights and calibrated int8 activations (QDQ / full integer)
+
+    @property
+    def is_int8(self) -> bool:
+        return self in (Precision.INT8_DYNAMIC, Precision.INT8_STATIC)
+
+
+class CalibrationMethod(str, enum.Enum):
+    """How activation ranges are chosen from calibration data (ONNX Runtime's methods)."""
+
+    MINMAX = "minmax"
+    ENTROPY = "entropy"
+    PERCENTILE = "percentile"
+
+
+class IntType(str, enum.Enum):
+    """8-bit integer type of quantized activations or weights."""
+
+    INT8 = "int8"
+    UINT8 = "uint8"
+
+
+class Fallback(str, enum.Enum):
+    """Named parts of the model an int8 recipe can keep in float.
+
+    ``embeddings``: the word/position/token-type tables; ``attention``: the activation x activation
+    matmuls (Q.K^T and P.V); ``pooler`` and ``classifier``: the head's dense layers; ``layernorm``,
+    ``softmax`` and ``gelu``: the non-linearities (their ops carry no weights).
+    """
+
+    EMBEDDINGS = "embeddings"
+    ATTENTION = "attention"
+    POOLER = "pooler"
+    CLASSIFIER = "classifier"
+    LAYERNORM = "layernorm"
+    SOFTMAX = "softmax"
+    GELU = "gelu"
+
+
+INPUT_NAMES: tuple[str, ...] = ("input_ids", "attention_mask", "token_type_ids")
+OUTPUT_NAME = "logits"
+#: numpy dtype name of every input, per format
+INPUT_DTYPES: dict[Format, str] = {Format.ONNX: "int64", Format.ORT: "int64",
+                                   Format.TFLITE: "int32"}
+DEFAULT_BUCKETS: tuple[int, ...] = (32, 64, 128)
+OPSET = 18
+MIN_OPSET = 18
+#: additive attention-mask value for padded keys: finite, so it cannot overflow in fp16
+ATTENTION_MASK_VALUE = -1e4
+#: TFLite signature key the runtime calls
+TFLITE_SIGNATURE = "serving_default"
+
+#: max abs logit difference allowed against torch; precisions not listed only report
+TOLERANCES: dict[Precision, float] = {Precision.FP32: 1e-4, Precision.FP16: 1e-2}
+
+SUPPORTED: dict[Format, tuple[Precision, ...]] = {
+    Format.ONNX: (Precision.FP32, Precision.INT8_DYNAMIC, Precision.INT8_STATIC),
+    Format.ORT: (Precision.FP32, Precision.INT8_DYNAMIC, Precision.INT8_STATIC),
+    Format.TFLITE: (Precision.FP32, Precision.FP16, Precision.INT8_DYNAMIC, Precision.INT8_STATIC),
+}
+
+#: float fallbacks a recipe uses unless told otherwise: the head, and the non-linearities whose
+#: int8 versions have cost transformer classifiers the most accuracy in public reports
+DEFAULT_FALLBACKS: tuple[Fallback, ...] = (
+    Fallback.CLASSIFIER, Fallback.LAYERNORM, Fallback.SOFTMAX, Fallback.GELU)
+
+
+def model_filename(fmt: Format | str, precision: Precision | str) -> str:
+    """``model.<precision>.<format>``, e.g. ``model.int8-static.tflite``."""
+    return f"model.{Precision(precision).value}{Format(fmt).suffix}"
+
+
+def supported_precisions(fmt: Format | str) -> tuple[Precision, ...]:
+    return SUPPORTED[Format(fmt)]
+
+
+def check_supported(fmt: Format | str, precision: Precision | str, *, key: str | None = None) -> None:
+    """ConfigError listing the supported precisions when ``fmt`` cannot hold ``precision``."""
+    fmt, precision = Format(fmt), Precision(precision)
+    if precision not in SUPPORTED[fmt]:
+        names = ", ".join(p.value for p in SUPPORTED[fmt])
+        raise ConfigError(f"format {fmt.value!r} does not support precision {precision.value!r}"
+                          f" (supported: {names})", key=key,
+                          hint=f"drop {precision.value} or the {fmt.value} format")
+
+
+def tolerance(precision: Precision | str) -> float | None:
+    """The parity gate for a precision, or None when it only reports."""
+    return TOLERANCES.get(Precision(precision))
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    """The contract between a converted file and the code that runs it."""
+
+    buckets: tuple[int, ...] = DEFAULT_BUCKETS
+    max_length: int = 128
+    opset: int = OPSET
+    input_names: tuple[str, ...] = INPUT_NAMES
+    output_name: str = OUTPUT_NAME
+    mask_value: float = ATTENTION_MASK_VALUE
+
+    def __post_init__(self) -> None:
+        if self.opset < MIN_OPSET:
+            raise ValueError(f"opset must be at least {MIN_OPSET}, got {self.opset}")
+        if not self.buckets or any(b < 4 for b in self.buckets):
+            raise ValueError(f"buckets must be lengths >= 4, got {list(self.buckets)}")
+        if self.max_length < max(self.buckets):
+            raise ValueError(f"max_length {self.max_length} is below the largest bucket"
+                             f" {max(self.buckets)}")
+
+    @classmethod
+    def from_lengths(cls, *, seq_len: int | None = None,
+                     buckets: Sequence[int] | None = None, opset: int = OPSET) -> ExportSpec:
+        """One fixed length (``seq_len``) or several buckets (their maximum is the max length)."""
+        b = tuple(sorted(set(buckets))) if buckets else ((seq_len,) if seq_len else DEFAULT_BUCKETS)
+        return cls(buckets=b, max_length=max(b), opset=opset)
+
+    def input_dtype(self, fmt: Format | str) -> str:
+        return INPUT_DTYPES[Format(fmt)]
+
+    def io_description(self, fmt: Format | str) -> dict[str, object]:
+        """What a manifest records about a file's inputs and outputs."""
+        dtype = self.input_dtype(fmt)
+        return {
+            "inputs": [{"name": n, "dtype": dtype, "shape": ["batch", "seq"]}
+                       for n in self.input_names],
+            "outputs": [{"name": self.output_name, "dtype": "float32", "shape": ["batch", "labels"]}],
+            "seq_len": self.max_length,
+            "buckets": list(self.buckets),
+        }
+
+    def to_dict(self) -> dict[str, object]:
+        return {"buckets": list(self.buckets), "max_length": self.max_length, "opset": self.opset,
+                "input_names": list(self.input_names), "output_name": self.output_name,
+                "mask_value": self.mask_value,
+                "input_dtypes": {f.value: d for f, d in INPUT_DTYPES.items()},
+                "tolerances": {p.value: t for p, t in TOLERANCES.items()}}
+
+
+__all__ = [
+    "ATTENTION_MASK_VALUE",
+    "DEFAULT_BUCKETS",
+    "DEFAULT_FALLBACKS",
+    "INPUT_DTYPES",
+    "INPUT_NAMES",
+    "OPSET",
+    "OUTPUT_NAME",
+    "SUPPORTED",
+    "TFLITE_SIGNATURE",
+    "TOLERANCES",
+    "CalibrationMethod",
+    "ExportSpec",
+    "Fallback",
+    "Format",
+    "IntType",
+    "Precision",
+    "check_supported",
+    "model_filename",
+    "supported_precisions",
+    "tolerance",
+]

@@ -1,0 +1,195 @@
+"""ALBERT's classifier forward pass written in TensorFlow, from a torch state_dict.
+
+Why a hand-written forward pass rather than a graph translator: the peers that translate torch or
+ONNX graphs into TFLite fail on ALBERT here (onnx2tf picks the wrong axis for the CLS ``Gather``
+when sequence length equals hidden size and cannot take dynamic axes; litert-torch's PT2E int8
+gives the embedding tables non-zero zero-points that TFLite's kernels reject; see PEERS.md). An
+encoder is ~25 lines of TensorFlow, and writing it directly fixes, by construction, every trap a
+translator has to be talked out of:
+
+* builtin ops only: GELU is ``tf.nn.gelu`` (TFLite's builtin GELU op), attention is two
+  ``BATCH_MATMUL``s, no ``Einsum``, no ``Erf`` for the tanh GELU, no Flex op;
+* the padding mask is added as a finite constant (:data:`~.spec.ATTENTION_MASK_VALUE`, -1e4),
+  never ``-inf`` or float-min, so fp16 cannot overflow;
+* every dense layer is ``matmul(x, W, transpose_b=True)`` over the weight in torch's
+  ``[out, in]`` layout, which is exactly TFLite's ``FULLY_CONNECTED`` weight layout, so the
+  converter inserts no per-use transpose of a shared weight;
+* ALBERT's shared layer is one set of ``tf.Variable`` objects read by every pass, so the file
+  stores it once (checked by the tiny-12 vs tiny size test); ``num_hidden_groups > 1`` and
+  ``inner_group_num > 1`` pick the group and inner layer the way transformers does.
+
+:func:`check_against_torch` compares this graph with the torch model before anything is converted.
+Ops sit under name scopes (``embeddings``, ``encoder/layer_3/attention``, ``layernorm``,
+``gelu``, ``softmax``, ``pooler``, ``classifier``), so float fallbacks can be chosen by tensor name.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConversionError
+from .spec import ATTENTION_MASK_VALUE, INPUT_NAMES, OUTPUT_NAME
+
+#: transformers' hidden_act -> tf.nn.gelu's ``approximate``
+_GELU = {"gelu_new": True, "gelu_pytorch_tanh": True, "gelu_fast": True, "gelu": False}
+_LINEARS = ("attention.query", "attention.key", "attention.value", "attention.dense", "ffn",
+            "ffn_output")
+_NORMS = ("attention.LayerNorm", "full_layer_layer_norm")
+
+
+def _state(model) -> dict[str, np.ndarray]:
+    return {k: v.detach().cpu().float().numpy() for k, v in model.state_dict().items()}
+
+
+def make_tf_albert(model, *, mask_value: float = ATTENTION_MASK_VALUE):
+    """A ``tf.Module`` computing ``model``'s logits; ``.serving`` is its tf.function."""
+    import tensorflow as tf
+
+    cfg = model.config
+    if getattr(cfg, "model_type", None) != "albert":
+        raise ConversionError(f"the TFLite converter writes ALBERT encoders only, not"
+                              f" {getattr(cfg, 'model_type', '?')!r}",
+                              hint="distil the teacher into an ALBERT student first")
+    act = getattr(cfg, "hidden_act", "gelu_new")
+    if act not in _GELU and act != "relu":
+        raise ConversionError(f"unsupported hidden_act {act!r} for TFLite (supported: "
+                              f"{', '.join(sorted([*_GELU, 'relu']))})")
+    sd = _state(model)
+
+    class TFAlbert(tf.Module):
+        def __init__(self) -> None:
+            super().__init__(name="albert")
+            self.hidden = cfg.hidden_size
+            self.heads = cfg.num_attention_heads
+            self.layers = cfg.num_hidden_layers
+            self.groups = cfg.num_hidden_groups
+            self.inner = getattr(cfg, "inner_group_num", 1)
+            self.eps = float(cfg.layer_norm_eps)
+            self.mask_value = float(mask_value)
+            self.act = act
+            self.w: dict[str, Any] = {k: tf.Variable(v, trainable=False, name=k.replace(".", "/"))
+                                      for k, v in sd.items() if not k.endswith("position_ids")
+                                      and not k.endswith("token_type_ids")}
+
+        # -- building blocks ---------------------------------------------------------------
+        def dense(self, x, name: str):
+            """x [n, in] @ W[out, in]^T + b: TFLite FULLY_CONNECTED with torch's weight as is."""
+            return tf.matmul(x, self.w[name + ".weight"], transpose_b=True) + self.w[name + ".bias"]
+
+        def norm(self, x, name: str):
+            with tf.name_scope("layernorm"):
+                mean = tf.reduce_mean(x, axis=-1, keepdims=True)
+                centered = x - mean
+                var = tf.reduce_mean(tf.square(centered), axis=-1, keepdims=True)
+                return centered * tf.math.rsqrt(var + self.eps) * self.w[name + ".weight"] \
+                    + self.w[name + ".bias"]
+
+        def activation(self, x):
+            with tf.name_scope("gelu"):
+                if self.act == "relu":
+                    return tf.nn.relu(x)
+                return tf.nn.gelu(x, approximate=_GELU[self.act])
+
+        def layer(self, x, bias, batch, seq, prefix: str):
+            """One ALBERT layer on x [batch*seq, hidden]."""
+            d = self.hidden // self.heads
+
+            def heads(t):
+                return tf.transpose(tf.reshape(t, [batch, seq, self.heads, d]), [0, 2, 1, 3])
+
+            with tf.name_scope("attention"):
+                q = heads(self.dense(x, prefix + "attention.query"))
+                k = heads(self.dense(x, prefix + "attention.key"))
+                v = heads(self.dense(x, prefix + "attention.value"))
+                scores = tf.matmul(q, k, transpose_b=True) * (1.0 / math.sqrt(d)) + bias
+                with tf.name_scope("softmax"):
+                    probs = tf.nn.softmax(scores, axis=-1)
+                ctx = tf.reshape(tf.transpose(tf.matmul(probs, v), [0, 2, 1, 3]),
+                                 [batch * seq, self.hidden])
+                attn = self.norm(x + self.dense(ctx, prefix + "attention.dense"),
+                                 prefix + "attention.LayerNorm")
+            with tf.name_scope("ffn"):
+                h = self.activation(self.dense(attn, prefix + "ffn"))
+                h = self.dense(h, prefix + "ffn_output")
+            return self.norm(h + attn, prefix + "full_layer_layer_norm")
+
+        def logits(self, input_ids, attention_mask, token_type_ids):
+            batch, seq = tf.shape(input_ids)[0], tf.shape(input_ids)[1]
+            with tf.name_scope("embeddings"):
+                e = tf.gather(self.w["albert.embeddings.word_embeddings.weight"], input_ids)
+                e += tf.gather(self.w["albert.embeddings.token_type_embeddings.weight"],
+                               token_type_ids)
+                # [seq, emb] broadcasts over the batch; no new-axis slicing (a Flex StridedSlice)
+                e += tf.slice(self.w["albert.embeddings.position_embeddings.weight"], [0, 0],
+                              [seq, -1])
+                e = self.norm(tf.reshape(e, [batch * seq, -1]), "albert.embeddings.LayerNorm")
+            with tf.name_scope("mask"):
+                keep = tf.reshape(tf.cast(attention_mask, tf.float32), [batch, 1, 1, seq])
+                bias = (1.0 - keep) * self.mask_value
+            with tf.name_scope("encoder"):
+                with tf.name_scope("mapping_in"):
+                    x = self.dense(e, "albert.encoder.embedding_hidden_mapping_in")
+                per_group = self.layers / self.groups
+                for i in range(self.layers):
+                    g = int(i / per_group)
+                    for j in range(self.inner):
+                        with tf.name_scope(f"layer_{i}_{j}" if self.inner > 1 else f"layer_{i}"):
+                            x = self.layer(x, bias, batch, seq, "albert.encoder.albert_layer_groups"
+                                           f".{g}.albert_layers.{j}.")
+            cls = tf.reshape(x, [batch, seq, self.hidden])[:, 0]
+            with tf.name_scope("pooler"):
+                pooled = tf.tanh(self.dense(cls, "albert.pooler"))
+            with tf.name_scope("classifier"):
+                return self.dense(pooled, "classifier")
+
+    module = TFAlbert()
+    spec = [tf.TensorSpec([None, None], tf.int32, name=n) for n in INPUT_NAMES]
+
+    @tf.function(input_signature=spec)
+    def serving(input_ids, attention_mask, token_type_ids):
+        return {OUTPUT_NAME: module.logits(input_ids, attention_mask, token_type_ids)}
+
+    module.serving = serving
+    _check_weights(module, sd)
+    return module
+
+
+def _check_weights(module, sd: Mapping[str, np.ndarray]) -> None:
+    """Fail early, naming the key, if the state_dict lacks a weight the forward pass reads."""
+    needed = ["albert.embeddings.word_embeddings.weight", "albert.pooler.weight",
+              "classifier.weight", "albert.encoder.embedding_hidden_mapping_in.weight"]
+    for g in range(module.groups):
+        for j in range(module.inner):
+            p = f"albert.encoder.albert_layer_groups.{g}.albert_layers.{j}."
+            needed += [p + n + ".weight" for n in (*_LINEARS, *_NORMS)]
+    missing = [k for k in needed if k not in sd]
+    if missing:
+        raise ConversionError(f"the model's weights lack {missing[0]} (and {len(missing) - 1}"
+                              " more): not an AlbertForSequenceClassification state_dict")
+
+
+def tf_logits(module, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Run the TF graph on int feeds (any int dtype)."""
+    import tensorflow as tf
+
+    args = [tf.constant(np.asarray(feeds[n], dtype=np.int32)) for n in INPUT_NAMES]
+    return module.serving(*args)[OUTPUT_NAME].numpy()
+
+
+def check_against_torch(module, model, feeds: Mapping[str, np.ndarray], *,
+                        atol: float = 1e-4) -> float:
+    """Max abs logit difference between the TF graph and torch; ConversionError above ``atol``."""
+    import torch
+
+    with torch.no_grad():
+        ref = model(**{n: torch.from_numpy(np.asarray(feeds[n], dtype=np.int64))
+                       for n in INPUT_NAMES}).logits.numpy()
+    diff = float(np.max(np.abs(tf_logits(module, feeds) - ref)))
+    if not diff <= atol:
+        raise ConversionError(f"the TensorFlow forward pass differs from torch by {diff:.3g}"
+                              f" (tolerance {atol:g}) before conversion",
+                              hint="a model variant this converter does not cover; report it")
+    return diff

@@ -1,0 +1,186 @@
+"""Interpreters behind one small interface: ONNX Runtime (.onnx, .ort) and TFLite (.tflite).
+
+Each backend takes numpy feeds named ``input_ids``, ``attention_mask``, ``token_type_ids`` and
+returns float32 logits. A missing interpreter is a RuntimeBackendError naming the extra to
+install; a file the interpreter refuses is a RuntimeBackendError naming the file. Interpreters are
+not thread-safe, so each backend serialises its calls with a lock: one ``Classifier`` may be
+shared by many threads (calls then run one at a time; use one per thread for parallel speed).
+"""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import RuntimeBackendError
+
+FORMATS = {".onnx": "onnx", ".ort": "ort", ".tflite": "tflite"}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:240]
+
+
+class Backend:
+    """Base: ``run(feeds) -> logits``; ``input_names``; ``fixed_length`` (None when dynamic)."""
+
+    name = "backend"
+    format = ""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.input_names: list[str] = []
+        self.fixed_length: int | None = None
+        self._lock = threading.Lock()
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        with self._lock:
+            return self._run(feeds)
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def versions(self) -> dict[str, str]:
+        return {}
+
+
+class OnnxRuntimeBackend(Backend):
+    """ONNX Runtime's CPU execution provider, or XNNPACK / NNAPI by name when the build has them."""
+
+    name = "onnxruntime"
+    PROVIDERS = {"cpu": "CPUExecutionProvider", "xnnpack": "XnnpackExecutionProvider",
+                 "nnapi": "NnapiExecutionProvider"}
+
+    def __init__(self, path: Path, *, threads: int | None = None,
+                 providers: Sequence[str] = ("cpu",)) -> None:
+        super().__init__(path)
+        self.format = FORMATS[path.suffix]
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise RuntimeBackendError("onnxruntime is not installed", where=path,
+                                      hint="pip install 'edge-albert[onnx]'") from None
+        self._ort = ort
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        available = set(ort.get_available_providers())
+        wanted = []
+        for p in providers:
+            full = self.PROVIDERS.get(p.lower(), p)
+            if full not in available:
+                raise RuntimeBackendError(
+                    f"execution provider {p!r} is not in this onnxruntime build"
+                    f" (available: {', '.join(sorted(available))})", where=path)
+            wanted.append(full)
+        if "CPUExecutionProvider" not in wanted:
+            wanted.append("CPUExecutionProvider")
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=wanted)
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
+            raise RuntimeBackendError(f"onnxruntime cannot load this file ({_first_line(exc)})",
+                                      where=path) from None
+        ins = self.session.get_inputs()
+        self.input_names = [i.name for i in ins]
+        self._dtypes = {i.name: (np.int32 if "int32" in i.type else np.int64) for i in ins}
+        seq = ins[0].shape[1] if len(ins[0].shape) > 1 else None
+        self.fixed_length = seq if isinstance(seq, int) else None
+        self._out = self.session.get_outputs()[0].name
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        f = {n: np.ascontiguousarray(feeds[n], dtype=self._dtypes[n]) for n in self.input_names}
+        try:
+            return np.asarray(self.session.run([self._out], f)[0], dtype=np.float32)
+        except Exception as exc:
+            raise RuntimeBackendError(f"onnxruntime failed to run ({_first_line(exc)})",
+                                      where=self.path) from None
+
+    def versions(self) -> dict[str, str]:
+        return {"onnxruntime": self._ort.__version__}
+
+
+def _tflite_interpreter_module():
+    """ai_edge_litert, then tflite_runtime, then tensorflow.lite: (module, name, version)."""
+    try:
+        from ai_edge_litert import interpreter as mod  # type: ignore[import-not-found]
+
+        from importlib import metadata
+        try:
+            version = metadata.version("ai-edge-litert")
+        except metadata.PackageNotFoundError:
+            version = "?"
+        return mod, "ai-edge-litert", version
+    except ImportError:
+        pass
+    try:
+        from tflite_runtime import interpreter as mod  # type: ignore[import-not-found]
+
+        return mod, "tflite-runtime", getattr(mod, "__version__", "?")
+    except ImportError:
+        pass
+    try:
+        import tensorflow as tf  # noqa: F401  (only when nothing lighter is installed)
+
+        return tf.lite, "tensorflow", tf.__version__
+    except ImportError:
+        raise RuntimeBackendError(
+            "no TFLite interpreter: install ai-edge-litert (or tflite-runtime on older boards)",
+            hint="pip install 'edge-albert[tflite]'") from None
+
+
+class TFLiteBackend(Backend):
+    """The TFLite / LiteRT interpreter, called through the file's signature."""
+
+    name = "tflite"
+    format = "tflite"
+
+    def __init__(self, path: Path, *, threads: int | None = None) -> None:
+        super().__init__(path)
+        mod, self._lib, self._version = _tflite_interpreter_module()
+        try:
+            self.interpreter = mod.Interpreter(model_path=str(path), num_threads=threads or None)
+            sigs = self.interpreter.get_signature_list()
+        except Exception as exc:
+            raise RuntimeBackendError(f"{self._lib} cannot load this file ({_first_line(exc)})",
+                                      where=path) from None
+        if not sigs:
+            raise RuntimeBackendError("the .tflite file has no signature", where=path)
+        self._sig_key = next(iter(sigs))
+        self.runner = self.interpreter.get_signature_runner(self._sig_key)
+        details = self.runner.get_input_details()
+        self.input_names = list(details)
+        self._dtypes = {n: d["dtype"] for n, d in details.items()}
+        sig = details[self.input_names[0]].get("shape_signature")
+        self.fixed_length = None if sig is None or int(sig[1]) == -1 else int(sig[1])
+        self._out = next(iter(self.runner.get_output_details()))
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        f = {n: np.ascontiguousarray(feeds[n], dtype=self._dtypes[n]) for n in self.input_names}
+        try:
+            return np.asarray(self.runner(**f)[self._out], dtype=np.float32)
+        except Exception as exc:
+            raise RuntimeBackendError(f"{self._lib} failed to run ({_first_line(exc)})",
+                                      where=self.path) from None
+
+    def versions(self) -> dict[str, str]:
+        return {self._lib: self._version}
+
+
+def open_backend(path: str | Path, *, threads: int | None = None, backend: str | None = None,
+                 providers: Sequence[str] = ("cpu",)) -> Backend:
+    """Open a model file with the backend its suffix (or ``backend``) names."""
+    path = Path(path)
+    if not path.is_file():
+        raise RuntimeBackendError("model file does not exist", where=path)
+    kind = backend or FORMATS.get(path.suffix)
+    if kind in ("onnx", "ort", "onnxruntime"):
+        return OnnxRuntimeBackend(path, threads=threads, providers=providers)
+    if kind in ("tflite", "litert"):
+        return TFLiteBackend(path, threads=threads)
+    raise RuntimeBackendError(f"unknown model format {path.suffix!r} (expected .onnx, .ort or"
+                              " .tflite)", where=path)

@@ -1,0 +1,278 @@
+"""One conversion of a tiny ALBERT (every format x precision), then many checks on its files.
+
+Quantization is checked from the graphs themselves (census of the .onnx/.ort/.tflite files), not
+from the numbers the manifest reports.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from edge_albert.converters.census import census
+from edge_albert.converters.spec import (
+    DEFAULT_FALLBACKS,
+    INPUT_NAMES,
+    SUPPORTED,
+    Format,
+    model_filename,
+)
+
+ALL_FILES = [model_filename(f, p) for f in Format for p in SUPPORTED[f]]
+INT8_FILES = [n for n in ALL_FILES if ".int8-" in n]
+#: TensorFlow's dynamic-range quantizer leaves weights under this many elements in float
+TF_DYNAMIC_MIN_ELEMENTS = 1024
+
+
+def _feeds(tokenizer_dir: Path, texts: list[str], width: int) -> dict[str, np.ndarray]:
+    from edge_albert.runtime.tokenizer import TextTokenizer
+
+    return TextTokenizer.load(tokenizer_dir).encode(texts, pad_to=width).as_dict()
+
+
+def _torch(model_dir: Path, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    from edge_albert.converters.parity import torch_logits
+
+    from edge_albert.modeling import load_classifier
+
+    return torch_logits(load_classifier(model_dir), [feeds])[0]
+
+
+def test_every_format_and_precision_is_written_and_runs(converted, tokenizer_dir):
+    from edge_albert.converters.parity import run_file
+
+    assert sorted(n for n, m in converted.files.items() if "parity" in m) == sorted(ALL_FILES)
+    feeds = _feeds(tokenizer_dir, ["good lovely warm .", "bleak dull weak tired ."], 64)
+    for name in ALL_FILES:
+        meta = converted.files[name]
+        assert (meta["format"], meta["precision"]) == (Path(name).suffix[1:],
+                                                         name.split(".")[1])
+        (out,) = run_file(converted.path / name, [feeds])
+        assert out.shape == (2, 2) and np.isfinite(out).all(), name
+
+
+def test_fp32_parity_holds_on_padded_real_inputs(converted, tiny_model, tokenizer_dir):
+    extra = converted.extra["parity_inputs"]
+    assert extra["n"] >= 256 and extra["padded_rows"] >= 200 and len(extra["widths"]) >= 2
+    for name in ALL_FILES:
+        par = converted.files[name]["parity"]
+        assert par["n"] >= 256 and par["finite"]
+        if ".fp32." in name:
+            assert par["max_abs_logit_diff"] <= 1e-4 and par["agreement"] == 1.0, name
+        if ".fp16." in name:
+            assert par["max_abs_logit_diff"] <= 1e-2, name
+
+
+def test_padding_is_masked_in_every_float_file(converted, tiny_model, tokenizer_dir):
+    """Trap 1: changing the ids under padding must not move the logits (masking is in the graph)."""
+    from edge_albert.converters.parity import run_file
+
+    feeds = _feeds(tokenizer_dir, ["good .", "a much longer sentence about nothing bleak ."], 32)
+    noisy = dict(feeds)
+    ids = feeds["input_ids"].copy()
+    pad = feeds["attention_mask"] == 0
+    ids[pad] = np.random.default_rng(0).integers(5, 900, size=int(pad.sum()))
+    noisy["input_ids"] = ids
+    ref = _torch(tiny_model, feeds)
+    for name in ("model.fp32.onnx", "model.fp32.ort", "model.fp32.tflite"):
+        (clean,) = run_file(converted.path / name, [feeds])
+        (dirty,) = run_file(converted.path / name, [noisy])
+        assert np.abs(clean - ref).max() <= 1e-4, name
+        assert np.abs(dirty - clean).max() <= 1e-5, name
+
+
+@pytest.mark.parametrize("name", INT8_FILES)
+def test_int8_files_hold_every_encoder_weight_in_int8(converted, name):
+    """Counted from the graph: each weight op of the encoder is int8 unless a fallback keeps it."""
+    c = census(converted.path / name)
+    encoder = c.part("encoder")
+    assert len(encoder) == 1 + 6 * 2  # mapping-in + 6 dense layers per pass, 2 passes
+    tf_dynamic = name.endswith("int8-dynamic.tflite")
+    for w in encoder:
+        if tf_dynamic and w.elements < TF_DYNAMIC_MIN_ELEMENTS:
+            continue  # TensorFlow's own rule, recorded in the recipe
+        assert w.int8, f"{name}: encoder weight {w.weight} is {w.dtype}"
+    assert all(w.int8 for w in c.part("pooler"))  # not a default fallback
+    assert c.part("classifier") and not any(w.int8 for w in c.part("classifier"))  # fallback
+    word = [w for w in c.part("embeddings") if w.elements >= 16 * 900]
+    assert word and all(w.int8 for w in word), name  # the word table is int8 too
+    assert c.int8_ops >= 13
+    meta = converted.files[name]
+    assert meta["int8_ops"] == c.int8_ops and meta["census"]["weight_ops"]["encoder"]["int8"] >= 12
+
+
+def test_int8_recipes_use_the_runtime_quantizers(converted):
+    ops = {n: census(converted.path / n).ops for n in INT8_FILES}
+    assert ops["model.int8-dynamic.onnx"].get("MatMulInteger", 0) >= 13
+    assert ops["model.int8-static.onnx"].get("QuantizeLinear", 0) > 0
+    assert ops["model.int8-static.onnx"].get("DequantizeLinear", 0) > 0
+    assert ops["model.int8-dynamic.ort"].get("DynamicQuantizeMatMul", 0) \
+        + ops["model.int8-dynamic.ort"].get("MatMulIntegerToFloat", 0) >= 13
+    assert ops["model.int8-static.tflite"].get("QUANTIZE", 0) > 0
+    # default fallbacks: softmax, gelu and layernorm stay float in the full-integer file
+    fallbacks = converted.files["model.int8-static.tflite"]["recipe"]["float_fallbacks"]
+    assert fallbacks == [f.value for f in DEFAULT_FALLBACKS]
+
+
+def test_int8_files_store_about_one_byte_per_parameter(converted):
+    """Stored weight bytes (read from the graph) <= 1.3 per parameter in every int8 file.
+
+    int8 weights take 1 byte each; the rest is what stays float: biases and LayerNorm (4 bytes
+    each, ~5 % of this tiny model's parameters), the classifier fallback, per-channel scales, and
+    in TFLite dynamic-range files TensorFlow's float copies of tensors under 1024 elements. The
+    file size adds the graph itself (a fixed ~15-100 KB at this size), so it is not the bound; the
+    benchmark reports file bytes per parameter at real sizes.
+    """
+    params = converted.extra["parameters"]
+    for name in INT8_FILES:
+        stored = census(converted.path / name).stored_weight_bytes
+        assert stored <= 1.3 * params, f"{name}: {stored / params:.2f} bytes per parameter"
+    for name in ("model.fp32.onnx", "model.fp32.tflite"):
+        stored = census(converted.path / name).stored_weight_bytes
+        assert 3.9 * params <= stored <= 1.05 * 4 * params + 4096, name
+
+
+def test_tflite_files_hold_builtin_ops_only(converted):
+    from ai_edge_litert import schema_py_generated as schema
+
+    builtin = {k for k in vars(schema.BuiltinOperator) if not k.startswith("_")} - {"CUSTOM"}
+    for name in ALL_FILES:
+        if name.endswith(".tflite"):
+            c = census(converted.path / name)
+            assert c.custom_ops == [] and set(c.ops) <= builtin, name
+            assert not any(op.startswith("Flex") for op in c.ops)
+
+
+def test_onnx_and_ort_files_load_in_onnxruntime(converted):
+    import onnx
+    import onnxruntime as ort
+
+    assert not list(converted.path.glob("*.data"))  # self-contained
+    for name in ALL_FILES:
+        if name.endswith((".onnx", ".ort")):
+            sess = ort.InferenceSession(str(converted.path / name),
+                                        providers=["CPUExecutionProvider"])
+            assert [i.name for i in sess.get_inputs()] == list(INPUT_NAMES)
+            assert all(i.type == "tensor(int64)" for i in sess.get_inputs())
+            assert [o.name for o in sess.get_outputs()] == ["logits"]
+    model = onnx.load(str(converted.path / "model.fp32.onnx"))
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 18
+    assert all(i.data_location == onnx.TensorProto.DEFAULT for i in model.graph.initializer)
+    # trap 2: no Transpose of a weight left in front of a MatMul
+    inits = {i.name for i in model.graph.initializer}
+    assert not [n for n in model.graph.node if n.op_type == "Transpose" and n.input[0] in inits]
+
+
+def test_tflite_signature_has_named_int32_inputs(converted):
+    from ai_edge_litert.interpreter import Interpreter
+
+    for name in ALL_FILES:
+        if name.endswith(".tflite"):
+            interp = Interpreter(model_path=str(converted.path / name))
+            sig = interp.get_signature_list()["serving_default"]
+            assert sorted(sig["inputs"]) == sorted(INPUT_NAMES) and sig["outputs"] == ["logits"]
+            runner = interp.get_signature_runner("serving_default")
+            details = runner.get_input_details()
+            assert all(details[n]["dtype"] == np.int32 for n in INPUT_NAMES)
+
+
+def test_artifact_is_self_contained_and_verifies(converted):
+    from edge_albert.runtime.tokenizer import TextTokenizer
+
+    from edge_albert.artifacts import verify
+
+    m = verify(converted.path, stage="convert")
+    assert (converted.path / "labels.txt").read_text().split() == ["0", "1"]
+    assert m.extra["labels"] == ["0", "1"] and m.extra["parameters"] > 20_000
+    assert TextTokenizer.load(converted.path).vocab_size > 500
+    ops_config = (converted.path / "required_operators.config").read_text()
+    assert "ai.onnx;" in ops_config and "MatMul" in ops_config
+    assert str(converted.path.parent) not in ops_config  # no absolute build paths
+    for name in ALL_FILES:
+        meta = m.files[name]
+        assert meta["size_bytes"] > 0 and meta["inputs"][0]["name"] == "input_ids"
+        assert meta["inputs"][0]["dtype"] == ("int32" if name.endswith(".tflite") else "int64")
+        assert meta["buckets"] == [32, 64, 128] and meta["seq_len"] == 128
+    assert m.extra["calibration"]["by_label"] == {"0": 100, "1": 100}
+    json.dumps(m.to_json())
+
+
+def test_twelve_passes_store_the_shared_layer_once(cli, workdir, tiny_model, tiny12_model,
+                                                   converted, task_tsv):
+    """tiny-12 (12 passes of 1 shared layer) vs tiny (2 passes): the same weights stored, and a
+    file that grows by graph nodes only. Ten more copies of the layer would add ~10 x its bytes.
+    Run through the CLI, with non-default fallbacks checked in the int8-static files."""
+    from edge_albert.artifacts import load_manifest
+    from edge_albert.modeling import load_classifier
+
+    out = workdir / "tiny12-converted"
+    res = CliRunner().invoke(cli, [
+        "convert", "--model", str(tiny12_model), "--out", str(out), "--formats", "onnx,tflite",
+        "--precisions", "fp32,int8-static", "--calibration", str(task_tsv),
+        "--fallbacks", "embeddings,pooler,attention", "--calibration-size", "64",
+        "--set", "convert.parity_examples=64", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "model.int8-static.tflite" in res.output and f"wrote {out}" in res.output
+    m12 = load_manifest(out)
+    layer = load_classifier(tiny_model).albert.encoder.albert_layer_groups[0]
+    layer_bytes = 4 * sum(p.numel() for p in layer.parameters())
+    for name in ("model.fp32.onnx", "model.fp32.tflite"):
+        two, twelve = converted.path / name, out / name
+        s2, s12 = census(two).stored_weight_bytes, census(twelve).stored_weight_bytes
+        assert abs(s12 - s2) <= 0.01 * s2, (name, s2, s12)
+        growth = twelve.stat().st_size - two.stat().st_size
+        assert growth < 0.25 * 10 * layer_bytes, (name, growth, layer_bytes)
+        assert m12.files[name]["parity"]["max_abs_logit_diff"] <= 1e-4
+    for name in ("model.int8-static.onnx", "model.int8-static.tflite"):
+        c = census(out / name)
+        assert len(c.part("encoder")) == 1 + 6 * 12 and all(w.int8 for w in c.part("encoder"))
+        assert not any(w.int8 for w in c.part("pooler") + c.part("embeddings")), name
+        assert all(w.int8 for w in c.part("classifier")), name  # no longer a fallback
+    # the attention fallback: Q.K^T and P.V read float tensors in both files
+    from edge_albert.converters.census import tflite_ops
+
+    bmm = [o for o in tflite_ops((out / "model.int8-static.tflite").read_bytes())
+           if o.op == "BATCH_MATMUL"]
+    assert len(bmm) == 2 * 12 and not any(o.reads_int8 for o in bmm)
+    import onnx
+
+    g = onnx.load(str(out / "model.int8-static.onnx")).graph
+    producer = {o: n.op_type for n in g.node for o in n.output}
+    inits = {i.name for i in g.initializer}
+    weights = inits | {n.output[0] for n in g.node
+                       if n.op_type == "DequantizeLinear" and n.input[0] in inits}
+    act = [n for n in g.node if n.op_type == "MatMul" and not set(n.input) & weights]
+    assert len(act) == 2 * 12
+    assert not any(producer.get(x) == "DequantizeLinear" for n in act for x in n.input)
+
+
+def test_albert_groups_and_inner_layers_convert(tmp_path, tokenizer_dir, task_tsv):
+    """num_hidden_groups=2 and inner_group_num=2: 4 distinct layers, 8 layer passes, fp32 parity in
+    ONNX and TFLite, and each distinct layer stored once."""
+    from edge_albert.converters.convert import ConvertConfig, run_convert
+    from edge_albert.runtime.tokenizer import TextTokenizer
+
+    from edge_albert.modeling import (
+        AlbertShape,
+        albert_config,
+        build_albert_classifier,
+        copy_tokenizer_files,
+        parameter_count,
+    )
+
+    vocab = TextTokenizer.load(tokenizer_dir).vocab_size
+    shape = AlbertShape(16, 32, 4, 2, 64, num_hidden_groups=2, max_position_embeddings=128)
+    model = build_albert_classifier(albert_config(shape, vocab_size=vocab, inner_group_num=2))
+    model.save_pretrained(tmp_path / "grouped")
+    copy_tokenizer_files(tokenizer_dir, tmp_path / "grouped")
+    m = run_convert(ConvertConfig(formats=("onnx", "tflite"), precisions=("fp32",),
+                                  parity_examples=64), tmp_path / "grouped", tmp_path / "out",
+                    calibration=task_tsv, progress=False)
+    params = parameter_count(model)
+    for name in ("model.fp32.onnx", "model.fp32.tflite"):
+        assert m.files[name]["parity"]["max_abs_logit_diff"] <= 1e-4, name
+        c = census(m.path / name)
+        assert len(c.part("encoder")) == 1 + 6 * 4 * 2
+        assert c.stored_weight_bytes <= 1.05 * 4 * params + 4096

@@ -1,0 +1,132 @@
+"""The device runtime on converted files: every backend, buckets, labels, hashes, threads."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import textwrap
+import threading
+
+import numpy as np
+import pytest
+
+from edge_albert.errors import ArtifactError, RuntimeBackendError
+from edge_albert.runtime import Classifier, model_files
+
+TEXTS = ["the film is charming .", "the plot drags , and the cast is dull .", "", "   ",
+         "the music " * 200]
+
+
+def test_every_file_runs_and_agrees_with_fp32(tiny_artifact):
+    files = model_files(tiny_artifact)
+    assert {f.rsplit(".", 1)[1] for f in files} == {"onnx", "ort", "tflite"}
+    ref = Classifier.load(tiny_artifact, model="model.fp32.onnx").logits(TEXTS)
+    for name in files:
+        clf = Classifier.load(tiny_artifact, model=name, threads=1)
+        logits = clf.logits(TEXTS, batch_size=2)
+        assert logits.shape == (len(TEXTS), 2) and np.isfinite(logits).all()
+        tol = 1e-4 if ".fp32." in name else 5e-2
+        assert np.abs(logits - ref).max() < tol, name
+        labels, probs = clf.predict(TEXTS[:2])
+        assert set(labels) <= {"0", "1"} and np.allclose(probs.sum(-1), 1, atol=1e-5)
+
+
+def test_buckets_truncation_and_pairs(tiny_artifact):
+    clf = Classifier.load(tiny_artifact, model="model.fp32.tflite")
+    assert clf.max_length == 32 and clf.buckets == (16, 32)
+    assert clf.encode(["short ."]).input_ids.shape[1] == 16
+    assert clf.encode(TEXTS[-1:]).input_ids.shape[1] == 32  # truncated to the model's length
+    pairs = clf.logits([("the film", "is charming"), ("", "dull")])
+    assert pairs.shape == (2, 2)
+    assert clf.logits([]).shape[0] == 0
+
+
+def test_refuses_a_file_that_changed(tiny_artifact, tmp_path):
+    d = tmp_path / "a"
+    shutil.copytree(tiny_artifact, d)
+    with open(d / "model.fp32.onnx", "r+b") as fh:
+        fh.seek(200)
+        b = fh.read(1)
+        fh.seek(200)
+        fh.write(bytes([b[0] ^ 0xFF]))
+    with pytest.raises(ArtifactError, match="model.fp32.onnx: sha256"):
+        Classifier.load(d, model="model.fp32.onnx")
+
+
+def test_choosing_files_and_bad_arguments(tiny_artifact, tmp_path):
+    with pytest.raises(RuntimeBackendError, match="pick one with model="):
+        Classifier.load(tiny_artifact)
+    with pytest.raises(RuntimeBackendError, match="threads must be >= 1"):
+        Classifier.load(tiny_artifact, model="model.fp32.onnx", threads=0)
+    (tmp_path / "x.bin").write_bytes(b"abc")
+    with pytest.raises(RuntimeBackendError, match="unknown model format"):
+        Classifier.load(tmp_path / "x.bin")
+
+
+@pytest.mark.parametrize("name", ["model.fp32.onnx", "model.fp32.tflite"])
+def test_corrupt_files_give_one_clear_error(tiny_artifact, tmp_path, name):
+    """Truncated files: a RuntimeBackendError naming the file, in a subprocess (no segfault)."""
+    src = (tiny_artifact / name).read_bytes()
+    bad = tmp_path / name
+    bad.write_bytes(src[: len(src) // 3])
+    shutil.copy(tiny_artifact / "tokenizer.json", tmp_path / "tokenizer.json")
+    code = textwrap.dedent(f"""
+        from edge_albert.errors import RuntimeBackendError
+        from edge_albert.runtime import Classifier
+        try:
+            Classifier.load({str(bad)!r}).logits(["a"])
+        except RuntimeBackendError as e:
+            print("ERR", e)
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-500:]
+    assert r.stdout.startswith("ERR") and name in r.stdout
+
+
+def test_many_threads_match_serial(tiny_artifact):
+    for name in ("model.int8-dynamic.onnx", "model.int8-dynamic.tflite"):
+        clf = Classifier.load(tiny_artifact, model=name)
+        serial = clf.logits(TEXTS)
+        results: list[np.ndarray] = []
+        errors: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                for _ in range(20):
+                    results.append(clf.logits(TEXTS))
+            except BaseException as e:  # pragma: no cover - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=work) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors and len(results) == 160
+        assert all(np.array_equal(r, serial) for r in results)
+
+
+BLOCK_HEAVY = """
+import sys, importlib.abc
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in ("torch", "tensorflow", "transformers", "keras"):
+            raise ImportError(f"{name} is blocked: the device has no " + name)
+        return None
+sys.meta_path.insert(0, Block())
+"""
+
+
+def test_runtime_and_apps_run_without_torch_tensorflow_transformers(tiny_artifact):
+    code = BLOCK_HEAVY + textwrap.dedent(f"""
+        import edge_albert.runtime, edge_albert.apps
+        from edge_albert.runtime import Classifier
+        for name in ("model.int8-dynamic.onnx", "model.int8-dynamic.ort", "model.int8-dynamic.tflite"):
+            labels, probs = Classifier.load({str(tiny_artifact)!r}, model=name).predict(["the film is charming ."])
+            print(name, labels[0])
+        heavy = [m for m in ("torch", "tensorflow", "transformers") if m in sys.modules]
+        print("HEAVY", heavy)
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "HEAVY []" in r.stdout and r.stdout.count("model.int8-dynamic") == 3
