@@ -130,10 +130,10 @@ class ConvertConfig:
 class _Steps:
     """A tqdm bar over the stage's steps, and the seconds each took."""
 
-    def __init__(self, names: list[str], enabled: bool) -> None:
+    def __init__(self, names: list[str], enabled: bool, desc: str = "convert") -> None:
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=len(names), desc="convert", unit="step", disable=not enabled,
+        self.bar = tqdm(total=len(names), desc=desc, unit="step", disable=not enabled,
                         leave=False)
         self.seconds: dict[str, float] = {}
 
@@ -174,6 +174,29 @@ def _check_inputs(config: ConvertConfig, calibration: str | Path | None,
                             hint="pass --force to replace it, or choose another --out")
 
 
+def load_source(model_dir: Path, spec: ExportSpec, *, formats: tuple[Format, ...]):
+    """The classifier of ``model_dir`` checked for ``spec`` and ``formats``, with its tokenizer,
+    label names and parameter count (shared by ``run_convert`` and the quantize search)."""
+    from ..artifacts import verify
+    from ..modeling import label_names_of, load_classifier, parameter_count
+    from ..runtime.tokenizer import TextTokenizer
+
+    model = load_classifier(model_dir)
+    cfg = model.config
+    max_pos = int(getattr(cfg, "max_position_embeddings", spec.max_length))
+    if spec.max_length > max_pos:
+        raise ConfigError(f"sequence length {spec.max_length} exceeds the model's"
+                          f" max_position_embeddings ({max_pos})", key="--seq-len",
+                          hint=f"use --seq-len {max_pos} or smaller buckets")
+    if Format.TFLITE in formats and cfg.model_type != "albert":
+        raise ConfigError(f"the TFLite converter writes ALBERT models only, not {cfg.model_type!r}",
+                          key="--formats", hint="distil into an ALBERT student, or drop tflite")
+    if (model_dir / "manifest.json").is_file():
+        verify(model_dir)
+    tok = TextTokenizer.load(model_dir)
+    return model, tok, label_names_of(model), parameter_count(model)
+
+
 def run_convert(config: ConvertConfig, model_dir: str | Path, out_dir: str | Path, *,
                 calibration: str | Path | None = None, force: bool = False,
                 progress: bool = True) -> Manifest:
@@ -183,32 +206,17 @@ def run_convert(config: ConvertConfig, model_dir: str | Path, out_dir: str | Pat
     provides the padded real inputs for parity (without it, parity uses random token ids and
     int8-static cannot run).
     """
-    from ..artifacts import verify
     from ..data import read_dataset
     from ..errors import DataError
-    from ..modeling import copy_tokenizer_files, label_names_of, load_classifier, parameter_count
-    from ..runtime.tokenizer import TextTokenizer
+    from ..modeling import copy_tokenizer_files
     from .calibration import build_calibration, parity_feeds, synthetic_parity_feeds
     from .parity import gate, torch_logits
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     _check_inputs(config, calibration, out_dir, force)
     spec = config.spec
-    model = load_classifier(model_dir)
+    model, tok, labels, params = load_source(model_dir, spec, formats=config.formats)
     cfg = model.config
-    max_pos = int(getattr(cfg, "max_position_embeddings", spec.max_length))
-    if spec.max_length > max_pos:
-        raise ConfigError(f"sequence length {spec.max_length} exceeds the model's"
-                          f" max_position_embeddings ({max_pos})", key="--seq-len",
-                          hint=f"use --seq-len {max_pos} or smaller buckets")
-    if Format.TFLITE in config.formats and cfg.model_type != "albert":
-        raise ConfigError(f"the TFLite converter writes ALBERT models only, not {cfg.model_type!r}",
-                          key="--formats", hint="distil into an ALBERT student, or drop tflite")
-    if (model_dir / "manifest.json").is_file():
-        verify(model_dir)
-    tok = TextTokenizer.load(model_dir)
-    labels = label_names_of(model)
-    params = parameter_count(model)
     cal: CalibrationSet | None = None
     if calibration is not None:
         try:
@@ -245,6 +253,7 @@ def run_convert(config: ConvertConfig, model_dir: str | Path, out_dir: str | Pat
             w.describe(LABELS_FILE, kind="labels", labels=labels)
             w.extra.update(
                 parameters=params, labels=labels, model_type=cfg.model_type,
+                vocab_size=int(cfg.vocab_size),
                 export_spec=spec.to_dict(), calibration=cal.describe() if cal else None,
                 parity_inputs={"source": parity_source, "n": int(sum(len(b["input_ids"])
                                                                      for b in batches)),
@@ -276,6 +285,62 @@ def _step_names(plan: list[tuple[Format, Precision]]) -> list[str]:
     return names
 
 
+def describe_file(path: Path, fmt: Format, precision: Precision, recipe: dict, *,
+                  spec: ExportSpec, batches, ref, params: int, threads: int):
+    """A model file's manifest metadata (format, precision, io, recipe, census, parity against
+    torch, bytes per parameter) and its :class:`~.parity.Parity`; ConversionError for a TFLite
+    file with non-builtin ops."""
+    from .census import census
+    from .parity import compare, run_file
+
+    out = run_file(path, batches, threads=threads)
+    par = compare(ref, out, fmt=fmt, precision=precision)
+    cen = census(path)
+    if fmt is Format.TFLITE and cen.custom_ops:
+        raise ConversionError(f"{path.name} holds non-builtin op(s) {cen.custom_ops}: the plain"
+                              " TFLite runtime cannot run it", where=path.name)
+    size = path.stat().st_size
+    meta = {"format": fmt.value, "precision": precision.value,
+            **spec.io_description(fmt), "recipe": recipe, "census": cen.summary(),
+            "int8_ops": cen.int8_ops, "parity": par.to_dict(),
+            "bytes_per_parameter": round(size / params, 4)}
+    return meta, par
+
+
+def export_fp32_onnx(model, path: Path, spec: ExportSpec, params: int) -> dict:
+    """The fp32 ONNX file every ONNX int8 recipe starts from; returns its recipe description."""
+    from .onnx_export import export_onnx
+
+    example = _example(int(model.config.vocab_size), min(spec.buckets))
+    info = export_onnx(model, path, example, spec=spec, parameters=params)
+    return {"recipe": "torch.onnx.export(dynamo=True)", "opset": spec.opset,
+            "folded_weight_transposes": info.folded_transposes,
+            "merged_initializers": info.merged_initializers,
+            "float_weight_bytes": info.initializer_bytes}
+
+
+def tf_graph(model, spec: ExportSpec, feeds) -> tuple[Any, float]:
+    """The TensorFlow ALBERT graph every TFLite file is converted from, and its max abs logit
+    difference from torch on ``feeds`` (ConversionError above 1e-4)."""
+    from .tf_albert import check_against_torch, make_tf_albert
+
+    module = make_tf_albert(model, mask_value=spec.mask_value)
+    return module, check_against_torch(module, model, feeds)
+
+
+def check_tflite_storage(path: Path, params: int) -> None:
+    """ConversionError when an fp32 .tflite stores a shared weight once per pass."""
+    from .census import census
+    from .onnx_export import STORAGE_SLACK
+
+    stored = census(path).stored_weight_bytes
+    if stored > STORAGE_SLACK * 4 * params + 4096:
+        raise ConversionError(
+            f"{path.name} stores {stored:,} bytes of constants for {params:,}"
+            f" parameters (> {STORAGE_SLACK} x 4 bytes each): a shared weight was"
+            " copied per pass")
+
+
 class _Converter:
     """Writes, measures and describes the files of one convert run."""
 
@@ -289,20 +354,9 @@ class _Converter:
 
     # -- shared -------------------------------------------------------------------------------
     def measure(self, path: Path, fmt: Format, precision: Precision, recipe: dict) -> None:
-        from .census import census
-        from .parity import compare, run_file
-
-        out = run_file(path, self.batches, threads=self.config.threads)
-        par = compare(self.ref, out, fmt=fmt, precision=precision)
-        cen = census(path)
-        if fmt is Format.TFLITE and cen.custom_ops:
-            raise ConversionError(f"{path.name} holds non-builtin op(s) {cen.custom_ops}: the plain"
-                                  " TFLite runtime cannot run it", where=path.name)
-        size = path.stat().st_size
-        meta = {"format": fmt.value, "precision": precision.value,
-                **self.spec.io_description(fmt), "recipe": recipe, "census": cen.summary(),
-                "int8_ops": cen.int8_ops, "parity": par.to_dict(),
-                "bytes_per_parameter": round(size / self.params, 4)}
+        meta, par = describe_file(path, fmt, precision, recipe, spec=self.spec,
+                                  batches=self.batches, ref=self.ref, params=self.params,
+                                  threads=self.config.threads)
         self.parity[path.name] = par
         self.described[path.name] = meta
         self.w.describe(path.name, **meta)
@@ -335,24 +389,14 @@ class _Converter:
     # -- ONNX and ORT -----------------------------------------------------------------------
     def onnx_files(self, scratch: Path, precs: list[Precision],
                    plan: list[tuple[Format, Precision]]) -> None:
-        from .onnx_export import export_onnx
         from .onnx_quant import quantize_dynamic, quantize_static
         from .ort_mobile import CONFIG_NAME, convert_to_ort
 
         c = self.config
         fp32 = scratch / model_filename(Format.ONNX, Precision.FP32)
-        example = _example(int(self.model.config.vocab_size), min(self.spec.buckets))
         recipes: dict[Precision, dict] = {}
-
-        def export() -> None:
-            info = export_onnx(self.model, fp32, example, spec=self.spec, parameters=self.params)
-            recipes[Precision.FP32] = {"recipe": "torch.onnx.export(dynamo=True)",
-                                       "opset": self.spec.opset,
-                                       "folded_weight_transposes": info.folded_transposes,
-                                       "merged_initializers": info.merged_initializers,
-                                       "float_weight_bytes": info.initializer_bytes}
-
-        self.steps.run("onnx fp32", export)
+        recipes[Precision.FP32] = self.steps.run("onnx fp32", functools.partial(
+            export_fp32_onnx, self.model, fp32, self.spec, self.params))
         for p in precs:
             dst = scratch / model_filename(Format.ONNX, p)
             if p is Precision.INT8_DYNAMIC:
@@ -387,17 +431,10 @@ class _Converter:
 
     # -- TFLite -----------------------------------------------------------------------------
     def tflite_files(self, precs: list[Precision]) -> None:
-        from .census import census
-        from .onnx_export import STORAGE_SLACK
-        from .tf_albert import check_against_torch, make_tf_albert
         from .tflite_convert import convert_tflite
 
-        def graph():
-            module = make_tf_albert(self.model, mask_value=self.spec.mask_value)
-            self.tf_diff = check_against_torch(module, self.model, self.batches[0])
-            return module
-
-        module = self.steps.run("tensorflow graph", graph)
+        module, self.tf_diff = self.steps.run("tensorflow graph", functools.partial(
+            tf_graph, self.model, self.spec, self.batches[0]))
         c = self.config
         for p in precs:
             data, recipe = self.steps.run(f"tflite {p.value}", functools.partial(
@@ -406,10 +443,5 @@ class _Converter:
             path = self.w.path / model_filename(Format.TFLITE, p)
             path.write_bytes(data)
             if p is Precision.FP32:
-                stored = census(path).stored_weight_bytes
-                if stored > STORAGE_SLACK * 4 * self.params + 4096:
-                    raise ConversionError(
-                        f"{path.name} stores {stored:,} bytes of constants for {self.params:,}"
-                        f" parameters (> {STORAGE_SLACK} x 4 bytes each): a shared weight was"
-                        " copied per pass")
+                check_tflite_storage(path, self.params)
             self.measure(path, Format.TFLITE, p, recipe)

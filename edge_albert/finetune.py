@@ -91,8 +91,9 @@ def run_finetune(cfg: FinetuneConfig, model_name: str | Path, train: Dataset, de
     ckpt = partial_dir(out)
     config_dict = {**to_dict(cfg), "model": str(model_name), "train": str(train.path),
                    "dev": str(dev.path), "labels": names}
+    ckpt.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(ClassifierLoss(model), cfg, train_set, ckpt_dir=ckpt,
-                      log_path=None, config_dict=config_dict, evaluate=evaluate,
+                      log_path=ckpt / "train_log.jsonl", config_dict=config_dict, evaluate=evaluate,
                       progress=progress, stop_after=stop_after)
     result = trainer.fit(resume=resume)
     if "stopped_at" in result or world()[0] != 0:
@@ -101,6 +102,8 @@ def run_finetune(cfg: FinetuneConfig, model_name: str | Path, train: Dataset, de
     with write_artifact(out, stage="finetune", config=config_dict, force=force) as w:
         model.save_pretrained(w.path)
         copy_tokenizer_files(tok_dir, w.path)
+        if (ckpt / "train_log.jsonl").is_file():
+            shutil.copyfile(ckpt / "train_log.jsonl", w.path / "train_log.jsonl")
         w.extra.update({"dev": {k: v for k, v in final.items() if k != "score"},
                         "best_step": result["best_step"], "steps": result["steps"],
                         "train_seconds": round(result["train_seconds"], 1),

@@ -129,9 +129,14 @@ def _param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+# Settings a resumed run may change: its length (the linear decay is re-aimed at the new end),
+# how often it evaluates and checkpoints, and its thread count. Any other change is refused.
+RESUMABLE_KEYS = frozenset({"epochs", "max_steps", "eval_every", "checkpoint_every", "threads"})
+
+
 def _config_diff(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     keys = sorted(set(saved) | set(current))
-    return [k for k in keys if saved.get(k) != current.get(k)]
+    return [k for k in keys if k not in RESUMABLE_KEYS and saved.get(k) != current.get(k)]
 
 
 class Trainer:
@@ -198,6 +203,11 @@ class Trainer:
             raise ConfigError(
                 f"checkpoint was made with a different config (differing keys: {', '.join(diff)})",
                 where=path, hint="resume with the same settings, or start over without --resume")
+        changed = sorted(k for k in RESUMABLE_KEYS
+                         if state.get("config", {}).get(k) != self.config_dict.get(k))
+        if changed:
+            self._log({"resume_changed": {k: [state["config"].get(k), self.config_dict.get(k)]
+                                          for k in changed}})
         self.module.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -226,6 +236,7 @@ class Trainer:
         step, best = 0, {"score": -math.inf, "state": None, "metrics": {}, "step": 0}
         if resume and (self.ckpt_dir / CKPT).is_file():
             step, best = self._load(opt, sched)
+            self._log({"resumed_from": step})
         bar = None
         if self.progress and self.rank == 0:
             from tqdm.auto import tqdm

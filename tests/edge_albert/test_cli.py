@@ -40,7 +40,8 @@ def test_version():
 
 @pytest.mark.parametrize("cmd", [["data", "inspect"], ["tokenizer", "train"], ["tokenizer", "encode"],
                                  ["model", "init"], ["model", "inspect"], ["artifact", "verify"],
-                                 ["convert"], ["finetune"], ["distill"]])
+                                 ["convert"], ["finetune"], ["distill"], ["validate"], ["pipeline"],
+                                 ["demo"], ["quantize"]])
 def test_every_command_has_a_worked_example(cmd):
     r = run(*cmd, "--help")
     assert r.exit_code == 0 and "Example" in r.output and "edge-albert " + " ".join(cmd) in r.output

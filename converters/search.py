@@ -1,0 +1,641 @@
+"""The quantize stage: try every int8 recipe on real data and keep the fastest one that stays within
+the accuracy budget, per backend.
+
+For each backend (ONNX Runtime, TFLite) the fp32 file is the reference. Every int8 recipe of
+:data:`RECIPES` (a table of named recipes: the search is data, not code) is built with the same
+building blocks as ``edge-albert convert``, run on the whole dev set through the device runtime's
+:class:`~edge_albert.runtime.Classifier` (the real tokenizer and bucket padding), and measured:
+
+* accuracy, and its drop in points below the fp32 file of the same backend;
+* agreement: how often its top-1 label equals the fp32 file's;
+* latency: median of batch-1 calls at the largest bucket (``measure_latency``);
+* file size and the census's count of weight ops stored in int8.
+
+A recipe is ``within budget`` when its drop is at most ``max_drop`` points; the fastest of those
+is ``kept`` (written to the artifact as ``model.<precision>.<format>`` with convert's metadata and
+a parity check against torch). A recipe that crashes is ``failed: <error>``, one that loses too
+much accuracy ``over budget``: both stay in the table (``trials.json``, ``trials.md``). When a
+backend keeps nothing, :class:`~edge_albert.errors.AccuracyGateError` names it (the trials ride
+on the error as ``.trials``) and no artifact is written.
+
+Calibration examples come from the calibration file only (stratified by label and length) and
+never include a dev row.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..artifacts import Manifest, write_artifact
+from ..config import to_dict
+from ..errors import AccuracyGateError, ArtifactError, ConfigError, ConversionError, DataError
+from .calibration import DEFAULT_SIZE
+from .spec import (
+    DEFAULT_BUCKETS,
+    DEFAULT_FALLBACKS,
+    OPSET,
+    CalibrationMethod,
+    ExportSpec,
+    Fallback,
+    Format,
+    Precision,
+    model_filename,
+)
+
+TRIALS_JSON = "trials.json"
+TRIALS_MD = "trials.md"
+LABELS_FILE = "labels.txt"
+#: the backends a search covers (.ort files are made from the kept .onnx by ``convert``)
+BACKENDS: tuple[Format, ...] = (Format.ONNX, Format.TFLITE)
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """One named int8 (or reference fp32) recipe for one backend.
+
+    ``per_channel`` and ``method`` apply to ONNX Runtime's quantizers (TFLite full-integer is
+    per-channel by TensorFlow's default, and TFLite dynamic-range has no fallbacks).
+    """
+
+    name: str
+    format: Format
+    precision: Precision
+    per_channel: bool = True
+    method: CalibrationMethod = CalibrationMethod.MINMAX
+    fallbacks: tuple[Fallback, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": self.format.value, "precision": self.precision.value,
+                "per_channel": self.per_channel, "method": self.method.value,
+                "fallbacks": [f.value for f in self.fallbacks]}
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self.precision is Precision.INT8_STATIC
+
+    def settings(self) -> str:
+        """A short human description, for the trial table."""
+        if self.precision is Precision.FP32:
+            return "fp32 reference"
+        parts = [self.precision.value]
+        if self.format is Format.ONNX:
+            if self.precision is Precision.INT8_STATIC:
+                parts.append(f"QDQ {self.method.value}")
+            parts.append("per-channel" if self.per_channel else "per-tensor")
+        elif self.precision is Precision.INT8_STATIC:
+            parts.append("full-integer")
+        if not (self.format is Format.TFLITE and self.precision is Precision.INT8_DYNAMIC):
+            parts.append("float: " + fallback_set_name(self.fallbacks))
+        return ", ".join(parts)
+
+
+_NONE: tuple[Fallback, ...] = ()
+_DEFAULT = DEFAULT_FALLBACKS
+_WIDE = DEFAULT_FALLBACKS + (Fallback.EMBEDDINGS, Fallback.ATTENTION)
+#: the named fallback sets of the recipe table
+FALLBACK_SETS: dict[str, tuple[Fallback, ...]] = {"none": _NONE, "default": _DEFAULT,
+                                                  "wide": _WIDE}
+
+
+def fallback_set_name(fallbacks: tuple[Fallback, ...]) -> str:
+    """``none`` / ``default`` / ``wide``, or the parts themselves."""
+    return next((n for n, f in FALLBACK_SETS.items() if set(f) == set(fallbacks)),
+                ",".join(f.value for f in fallbacks))
+_DYN, _STA = Precision.INT8_DYNAMIC, Precision.INT8_STATIC
+_MM, _EN, _PC = CalibrationMethod.MINMAX, CalibrationMethod.ENTROPY, CalibrationMethod.PERCENTILE
+_O, _T = Format.ONNX, Format.TFLITE
+
+#: every int8 recipe a search may try, in trial order. Fallback sets: ``none``; ``default``
+#: (classifier, layernorm, softmax, gelu); ``wide`` (default + embeddings + attention matmuls).
+#: ONNX dynamic quantizes weight matmuls (and the embedding Gather) only, so its LayerNorm /
+#: Softmax / GELU fallbacks are moot; TFLite dynamic-range takes no fallbacks at all.
+RECIPES: dict[str, Recipe] = {r.name: r for r in (
+    Recipe("onnx-dynamic-pt", _O, _DYN, per_channel=False, fallbacks=_DEFAULT),
+    Recipe("onnx-dynamic-pc", _O, _DYN, per_channel=True, fallbacks=_DEFAULT),
+    Recipe("onnx-dynamic-pc-none", _O, _DYN, per_channel=True, fallbacks=_NONE),
+    Recipe("onnx-dynamic-pc-wide", _O, _DYN, per_channel=True, fallbacks=_WIDE),
+    Recipe("onnx-qdq-minmax-pt", _O, _STA, per_channel=False, method=_MM, fallbacks=_DEFAULT),
+    Recipe("onnx-qdq-minmax-pc", _O, _STA, per_channel=True, method=_MM, fallbacks=_DEFAULT),
+    Recipe("onnx-qdq-minmax-pc-none", _O, _STA, per_channel=True, method=_MM, fallbacks=_NONE),
+    Recipe("onnx-qdq-minmax-pc-wide", _O, _STA, per_channel=True, method=_MM, fallbacks=_WIDE),
+    Recipe("onnx-qdq-entropy-pc", _O, _STA, per_channel=True, method=_EN, fallbacks=_DEFAULT),
+    Recipe("onnx-qdq-entropy-pc-wide", _O, _STA, per_channel=True, method=_EN, fallbacks=_WIDE),
+    Recipe("onnx-qdq-percentile-pc", _O, _STA, per_channel=True, method=_PC, fallbacks=_DEFAULT),
+    Recipe("onnx-qdq-percentile-pc-wide", _O, _STA, per_channel=True, method=_PC,
+           fallbacks=_WIDE),
+    Recipe("tflite-dynamic", _T, _DYN),
+    Recipe("tflite-int8", _T, _STA, fallbacks=_NONE),
+    Recipe("tflite-int8-default", _T, _STA, fallbacks=_DEFAULT),
+    Recipe("tflite-int8-wide", _T, _STA, fallbacks=_WIDE),
+)}
+
+#: the fp32 file each backend's int8 recipes are judged against (always tried first)
+REFERENCES: dict[Format, Recipe] = {
+    Format.ONNX: Recipe("onnx-fp32", Format.ONNX, Precision.FP32),
+    Format.TFLITE: Recipe("tflite-fp32", Format.TFLITE, Precision.FP32),
+}
+
+
+def recipe_names(backend: Format | str | None = None) -> list[str]:
+    """Names of the recipes (of one backend), in trial order."""
+    return [n for n, r in RECIPES.items() if backend is None or r.format is Format(backend)]
+
+
+def _backends(values: Any) -> tuple[Format, ...]:
+    if isinstance(values, (str, Format)):
+        values = [values]
+    valid = ", ".join(b.value for b in BACKENDS)
+    out: list[Format] = []
+    for v in values:
+        try:
+            fmt = Format(v)
+        except ValueError:
+            fmt = None
+        if fmt not in BACKENDS:
+            raise ConfigError(f"unknown backend {getattr(v, 'value', v)!r} (valid: {valid})",
+                              key="quantize.backends",
+                              hint="an .ort file is made from the kept .onnx by 'edge-albert"
+                                   " convert'" if fmt is Format.ORT else None)
+        if fmt in out:
+            raise ConfigError(f"lists {fmt.value!r} twice", key="quantize.backends")
+        out.append(fmt)
+    return tuple(out)
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+    """``edge-albert quantize``: which int8 recipes to try and how to judge them.
+
+    ``recipes`` names entries of :data:`RECIPES` (empty: all of them for ``backends``);
+    ``backends`` empty means those the recipes need (both when ``recipes`` is empty too).
+    ``max_drop`` is the accuracy budget in points (percent) below the fp32 file of the same
+    backend. Latency is the median of ``latency_runs`` batch-1 calls at the largest bucket with
+    ``threads`` interpreter threads.
+    """
+
+    recipes: tuple[str, ...] = ()
+    backends: tuple[Format, ...] = ()
+    max_drop: float = 1.0
+    buckets: tuple[int, ...] = DEFAULT_BUCKETS
+    opset: int = OPSET
+    calibration_size: int = DEFAULT_SIZE
+    parity_examples: int = 256
+    eval_batch_size: int = 32
+    latency_runs: int = 30
+    latency_warmup: int = 3
+    threads: int = 2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        names = (self.recipes,) if isinstance(self.recipes, str) else self.recipes
+        set_(self, "recipes", tuple(str(n) for n in names))
+        set_(self, "backends", _backends(self.backends))
+        set_(self, "buckets", tuple(sorted({int(b) for b in self.buckets})))
+        unknown = [n for n in self.recipes if n not in RECIPES]
+        if unknown:
+            raise ConfigError(f"unknown recipe {unknown[0]!r} (valid: {', '.join(RECIPES)})",
+                              key="quantize.recipes")
+        if len(set(self.recipes)) != len(self.recipes):
+            raise ConfigError(f"lists a recipe twice: {list(self.recipes)}",
+                              key="quantize.recipes")
+        if self.recipes and self.backends:
+            stray = [n for n in self.recipes if RECIPES[n].format not in self.backends]
+            if stray:
+                raise ConfigError(
+                    f"recipe {stray[0]!r} is for {RECIPES[stray[0]].format.value}, which"
+                    f" backends ({', '.join(b.value for b in self.backends)}) leave out",
+                    key="quantize.recipes")
+        if not isinstance(self.max_drop, (int, float)) or not math.isfinite(self.max_drop) \
+                or self.max_drop < 0:
+            raise ConfigError(f"must be a number of accuracy points >= 0, got {self.max_drop!r}",
+                              key="quantize.max_drop", hint="e.g. --max-drop 1.0 (one point)")
+        if not self.buckets or min(self.buckets) < 4:
+            raise ConfigError(f"sequence lengths must be >= 4, got {list(self.buckets)}",
+                              key="quantize.buckets")
+        if self.opset < 18:
+            raise ConfigError(f"opset must be >= 18, got {self.opset}", key="quantize.opset")
+        for key in ("calibration_size", "parity_examples", "eval_batch_size", "latency_runs",
+                    "threads"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"must be >= 1, got {getattr(self, key)}", key=f"quantize.{key}")
+        if self.latency_warmup < 0:
+            raise ConfigError(f"must be >= 0, got {self.latency_warmup}",
+                              key="quantize.latency_warmup")
+
+    @property
+    def spec(self) -> ExportSpec:
+        return ExportSpec(buckets=self.buckets, max_length=max(self.buckets), opset=self.opset)
+
+    def plan(self) -> dict[Format, list[Recipe]]:
+        """Backend -> its int8 recipes to try, in :data:`RECIPES` order."""
+        backends = self.backends or tuple(
+            b for b in BACKENDS if not self.recipes or any(RECIPES[n].format is b
+                                                           for n in self.recipes))
+        return {b: [r for n, r in RECIPES.items() if r.format is b
+                    and (not self.recipes or n in self.recipes)] for b in backends}
+
+
+# -------------------------------------------------------------------------------- the trials
+@dataclasses.dataclass
+class Trial:
+    """One row of the trial table."""
+
+    recipe: str
+    backend: str
+    precision: str
+    settings: str
+    status: str = ""
+    accuracy: float | None = None
+    drop: float | None = None  # points below the backend's fp32 file
+    agreement: float | None = None  # top-1 agreement with the backend's fp32 file
+    p50_ms: float | None = None
+    latency_ms: dict[str, float] | None = None
+    size_bytes: int | None = None
+    int8_weights: int | None = None
+    weight_ops: int | None = None
+    int8_ops: int | None = None
+    stored_weight_bytes: int | None = None
+    seconds: float | None = None
+    error: str | None = None
+    note: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _fmt(v: float | None, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def format_table(trials: Sequence[Trial]) -> str:
+    """The trial table as Markdown (also what the CLI prints)."""
+    head = ("| recipe | backend | settings | accuracy % | drop (pts) | agree % | p50 ms | size MB"
+            " | int8 weights | status |")
+    rows = [head, "|" + "---|" * 10]
+    for t in trials:
+        w = "-" if t.weight_ops is None else f"{t.int8_weights}/{t.weight_ops}"
+        rows.append(
+            f"| {t.recipe} | {t.backend} | {t.settings} | "
+            f"{_fmt(None if t.accuracy is None else 100 * t.accuracy, '.2f')} | "
+            f"{_fmt(t.drop, '+.2f')} | "
+            f"{_fmt(None if t.agreement is None else 100 * t.agreement, '.1f')} | "
+            f"{_fmt(t.p50_ms, '.3f')} | "
+            f"{_fmt(None if t.size_bytes is None else t.size_bytes / 1e6, '.3f')} | {w} | "
+            f"{t.status.replace('|', '/')}{' (see note)' if t.note else ''} |")
+    notes = [f"- {t.recipe}: {t.note}" for t in trials if t.note]
+    return "\n".join(rows) + "\n" + ("\nNotes:\n" + "\n".join(notes) + "\n" if notes else "")
+
+
+def _first_line(exc: BaseException) -> str:
+    msg = str(exc).strip().splitlines()
+    text = msg[0] if msg else type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[:300] if not isinstance(exc, ConversionError) \
+        else text[:300]
+
+
+class _Search:
+    """State shared by the trials of one search."""
+
+    def __init__(self, config: SearchConfig, model, tok, labels: list[str], params: int,
+                 cal, dev_inputs, gold: np.ndarray, scratch: Path, steps) -> None:
+        self.config, self.model, self.tok, self.labels = config, model, tok, labels
+        self.params, self.cal, self.dev_inputs, self.gold = params, cal, dev_inputs, gold
+        self.scratch, self.steps, self.spec = scratch, steps, config.spec
+        self.trials: list[Trial] = []
+        self.files: dict[str, tuple[Path, dict]] = {}  # recipe -> (file, quantizer recipe)
+        self.ref_logits: dict[Format, np.ndarray] = {}
+        self.kept: dict[Format, Trial] = {}
+        self.tf_diff: float | None = None
+        width = max(self.spec.buckets)
+        first = dev_inputs[0]
+        a, b = (first if isinstance(first, tuple) else (first, None))
+        self.latency_feed = tok.encode([a], [b] if b is not None else None,
+                                       max_length=self.spec.max_length, pad_to=width).as_dict()
+
+    # -- producing files -----------------------------------------------------------------
+    def make_file(self, recipe: Recipe, source: Any) -> tuple[Path, dict]:
+        """Write one recipe's file into the scratch directory; returns (path, recipe dict)."""
+        from . import onnx_quant, tflite_convert
+        from .convert import check_tflite_storage, export_fp32_onnx
+
+        path = self.scratch / f"{recipe.name}{recipe.format.suffix}"
+        if recipe.format is Format.ONNX:
+            if recipe.precision is Precision.FP32:
+                return path, export_fp32_onnx(self.model, path, self.spec, self.params)
+            if recipe.precision is Precision.INT8_DYNAMIC:
+                return path, onnx_quant.quantize_dynamic(
+                    source, path, per_channel=recipe.per_channel, fallbacks=recipe.fallbacks)
+            return path, onnx_quant.quantize_static(
+                source, path, self.cal, method=recipe.method, per_channel=recipe.per_channel,
+                fallbacks=recipe.fallbacks)
+        data, desc = tflite_convert.convert_tflite(
+            source, recipe.precision, calibration=self.cal if recipe.needs_calibration else None,
+            fallbacks=recipe.fallbacks)
+        path.write_bytes(data)
+        if recipe.precision is Precision.FP32:
+            # the reference is a yardstick here, never shipped: a copied shared weight is
+            # convert's gate, the search notes it on the row and goes on
+            try:
+                check_tflite_storage(path, self.params)
+            except ConversionError as exc:
+                desc = {**desc, "warning": exc.message}
+        return path, desc
+
+    # -- measuring -----------------------------------------------------------------------
+    def evaluate(self, recipe: Recipe, path: Path, trial: Trial) -> np.ndarray:
+        """Fill ``trial`` with accuracy, latency, size and census; returns the dev logits."""
+        from ..runtime.backends import open_backend
+        from ..runtime.classifier import Classifier
+        from ..runtime.metrics import accuracy
+        from ..runtime.timing import measure_latency
+        from .census import census
+
+        cen = census(path)
+        if recipe.format is Format.TFLITE and cen.custom_ops:
+            raise ConversionError(f"holds non-builtin op(s) {cen.custom_ops}: the plain TFLite"
+                                  " runtime cannot run it", where=path.name)
+        c, spec = self.config, self.spec
+        backend = open_backend(path, threads=c.threads)
+        clf = Classifier(backend=backend, tokenizer=self.tok, labels=self.labels,
+                         max_length=spec.max_length, buckets=spec.buckets, path=path)
+        logits = clf.logits(self.dev_inputs, batch_size=c.eval_batch_size)
+        pred = logits.argmax(-1)
+        trial.accuracy = round(accuracy(pred, self.gold), 6)
+        ref = self.ref_logits.get(recipe.format)
+        trial.agreement = 1.0 if ref is None else round(float(np.mean(pred == ref.argmax(-1))), 6)
+        lat = measure_latency(lambda: backend.run(self.latency_feed), warmup=c.latency_warmup,
+                              runs=c.latency_runs)
+        trial.latency_ms = {k: lat[k] for k in ("p50", "p90", "p99", "mean")}
+        trial.p50_ms = lat["p50"]
+        trial.size_bytes = path.stat().st_size
+        trial.weight_ops = len(cen.weight_ops)
+        trial.int8_weights = sum(w.int8 for w in cen.weight_ops)
+        trial.int8_ops = cen.int8_ops
+        trial.stored_weight_bytes = cen.stored_weight_bytes
+        return logits
+
+    def run_trial(self, recipe: Recipe, source: Any) -> Trial:
+        """Make, run and judge one recipe; an error is recorded on the row, never raised (except
+        for the fp32 reference, without which nothing can be judged)."""
+        trial = Trial(recipe.name, recipe.format.value, recipe.precision.value, recipe.settings())
+        t0 = time.perf_counter()
+        try:
+            path, desc = self.make_file(recipe, source)
+            trial.note = desc.get("warning")
+            logits = self.evaluate(recipe, path, trial)
+        except Exception as exc:
+            if recipe.precision is Precision.FP32:
+                raise
+            trial.error = _first_line(exc)
+            trial.status = f"failed: {trial.error}"
+            trial.accuracy = trial.agreement = trial.p50_ms = trial.latency_ms = None
+            trial.size_bytes = trial.weight_ops = trial.int8_weights = trial.int8_ops = None
+            trial.stored_weight_bytes = None
+        finally:
+            trial.seconds = round(time.perf_counter() - t0, 3)
+        self.trials.append(trial)
+        if trial.ok:
+            if recipe.precision is Precision.FP32:
+                self.ref_logits[recipe.format] = logits
+                trial.drop, trial.status = 0.0, "reference"
+            else:
+                self.judge(recipe, trial, path, desc)
+        return trial
+
+    def judge(self, recipe: Recipe, trial: Trial, path: Path, desc: dict) -> None:
+        """Budget status, and the running choice of the fastest file within it."""
+        ref = next(t for t in self.trials if t.recipe == REFERENCES[recipe.format].name)
+        assert ref.accuracy is not None and trial.accuracy is not None
+        trial.drop = round(100 * (ref.accuracy - trial.accuracy), 4)
+        if trial.drop > self.config.max_drop + 1e-9:
+            trial.status = "over budget"
+            path.unlink(missing_ok=True)
+            return
+        trial.status = "within budget"
+        best = self.kept.get(recipe.format)
+        if best is None or _faster(trial, best):
+            if best is not None:
+                self.files.pop(best.recipe)[0].unlink(missing_ok=True)
+            self.kept[recipe.format] = trial
+            self.files[recipe.name] = (path, desc)
+        else:
+            path.unlink(missing_ok=True)
+
+    # -- per backend ---------------------------------------------------------------------
+    def onnx(self, recipes: list[Recipe]) -> None:
+        ref = REFERENCES[Format.ONNX]
+        self.steps.run(ref.name, lambda: self.run_trial(ref, None))
+        fp32 = self.scratch / f"{ref.name}.onnx"
+        for r in recipes:
+            self.steps.run(r.name, lambda r=r: self.run_trial(r, fp32))
+
+    def tflite(self, recipes: list[Recipe], feeds) -> None:
+        from .convert import tf_graph
+
+        module, self.tf_diff = self.steps.run("tensorflow graph", lambda: tf_graph(
+            self.model, self.spec, feeds))
+        for r in [REFERENCES[Format.TFLITE], *recipes]:
+            self.steps.run(r.name, lambda r=r: self.run_trial(r, module))
+
+
+def _faster(a: Trial, b: Trial) -> bool:
+    """Is ``a`` a better pick than ``b``: faster; on a tie, more accurate, then smaller."""
+    ka = (a.p50_ms, -(a.accuracy or 0.0), a.size_bytes)
+    kb = (b.p50_ms, -(b.accuracy or 0.0), b.size_bytes)
+    return ka < kb
+
+
+def _gate_error(search: _Search, plan: dict[Format, list[Recipe]], max_drop: float) -> None:
+    """One AccuracyGateError naming every backend that kept no recipe."""
+    bad = []
+    for fmt, recipes in plan.items():
+        if fmt in search.kept:
+            continue
+        rows = [t for t in search.trials if t.backend == fmt.value and t.precision != "fp32"]
+        measured = [t for t in rows if t.ok]
+        if not recipes:
+            bad.append(f"{fmt.value}: no recipe to try")
+        elif not measured:
+            bad.append(f"{fmt.value}: all {len(rows)} recipe(s) failed")
+        else:
+            best = min(measured, key=lambda t: t.drop if t.drop is not None else math.inf)
+            bad.append(f"{fmt.value}: the best of {len(rows)} recipe(s), {best.recipe}, drops"
+                       f" {best.drop:.2f} points")
+    if bad:
+        exc = AccuracyGateError(
+            f"no int8 recipe within the budget of {max_drop:g} accuracy point(s) for "
+            + "; ".join(bad),
+            hint="raise --max-drop, try recipes with more float fallbacks (the '-wide' ones),"
+                 " or leave that backend out with --backends")
+        exc.trials = list(search.trials)  # type: ignore[attr-defined]
+        raise exc
+
+
+def _check_out(out_dir: Path, force: bool) -> None:
+    if out_dir.exists() and not force:
+        raise ArtifactError("output directory already exists", where=out_dir,
+                            hint="pass --force to replace it, or choose another --out")
+
+
+def _without_dev_rows(cal_ds, dev_ds):
+    """The calibration rows that are not dev rows, and how many were dropped."""
+    dev = set(zip(dev_ds.texts, dev_ds.pairs or [None] * len(dev_ds)))
+    keys = zip(cal_ds.texts, cal_ds.pairs or [None] * len(cal_ds))
+    keep = [i for i, k in enumerate(keys) if k not in dev]
+    if not keep:
+        raise DataError("every calibration row is also a dev row: calibration must not see the"
+                        " dev set", where=cal_ds.path,
+                        hint="pass a training split as --calibration and keep --dev for judging")
+    return (cal_ds if len(keep) == len(cal_ds) else cal_ds.subset(keep)), len(cal_ds) - len(keep)
+
+
+def run_search(config: SearchConfig, model_dir: str | Path, out_dir: str | Path, *,
+               calibration: str | Path, dev: str | Path, force: bool = False,
+               progress: bool = True) -> Manifest:
+    """Try the recipes of ``config`` on the classifier in ``model_dir``; write the kept file of
+    each backend, the trial table and the tokenizer into ``out_dir`` (see the module docstring).
+
+    ``calibration`` and ``dev`` are labelled data files of the task: the first calibrates the
+    int8-static recipes and gives the inputs of the parity check, the second judges accuracy.
+    """
+    from ..data import read_dataset
+    from ..modeling import copy_tokenizer_files
+    from .calibration import build_calibration, parity_feeds
+    from .convert import _Steps, describe_file, load_source
+    from .parity import gate, torch_logits
+
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    _check_out(out_dir, force)
+    plan = config.plan()
+    spec = config.spec
+    model, tok, labels, params = load_source(model_dir, spec, formats=tuple(plan))
+    cfg = model.config
+    dev_ds = read_dataset(dev, label_names=labels)
+    cal_ds = read_dataset(calibration, label_names=labels)
+    if cal_ds.is_pair != dev_ds.is_pair:
+        raise DataError(f"the calibration file is a {'pair' if cal_ds.is_pair else 'single'}-text"
+                        f" task but the dev file a {'pair' if dev_ds.is_pair else 'single'}-text"
+                        " one", where=cal_ds.path)
+    cal_ds, overlap = _without_dev_rows(cal_ds, dev_ds)
+    cal = build_calibration(cal_ds, tok, spec=spec, size=config.calibration_size, seed=config.seed)
+    batches = parity_feeds(cal_ds, tok, spec=spec, n=config.parity_examples, seed=config.seed + 1)
+    ref = torch_logits(model, batches)
+    if not all(np.isfinite(r).all() for r in ref):
+        raise ConversionError("the torch model itself returns non-finite logits", where=model_dir)
+    gold = np.asarray(dev_ds.label_ids(labels))
+
+    names: list[str] = []
+    for fmt, recipes in plan.items():
+        names += (["tensorflow graph"] if fmt is Format.TFLITE else [])
+        names += [REFERENCES[fmt].name] + [r.name for r in recipes]
+    steps = _Steps(names, progress, desc="quantize search")
+    record = {**to_dict(config), "calibration": str(calibration), "dev": str(dev),
+              "model": str(model_dir)}
+    inputs = [model_dir] if (model_dir / "manifest.json").is_file() else []
+    try:
+        with tempfile.TemporaryDirectory(prefix="edge-albert-search-") as tmp:
+            search = _Search(config, model, tok, labels, params, cal, dev_ds.inputs(), gold,
+                             Path(tmp), steps)
+            for fmt, recipes in plan.items():
+                if fmt is Format.ONNX:
+                    search.onnx(recipes)
+                else:
+                    search.tflite(recipes, batches[0])
+            for fmt, t in search.kept.items():
+                t.status = "kept"
+                ref_t = next(r for r in search.trials if r.recipe == REFERENCES[fmt].name)
+                if ref_t.p50_ms is not None and t.p50_ms is not None and ref_t.p50_ms < t.p50_ms:
+                    t.note = (f"the fp32 file is faster on this machine ({ref_t.p50_ms:.3f} vs"
+                              f" {t.p50_ms:.3f} ms p50): int8 needs VNNI (x86) or dot-product"
+                              " instructions (ARM) to pay off")
+            steps.close()
+            _gate_error(search, plan, config.max_drop)
+            with write_artifact(out_dir, stage="quantize", config=record, inputs=inputs,
+                                force=force) as w:
+                parities, kept_files = {}, {}
+                for fmt, t in search.kept.items():
+                    src, desc = search.files[t.recipe]
+                    recipe = RECIPES[t.recipe]
+                    name = model_filename(fmt, recipe.precision)
+                    shutil.copyfile(src, w.path / name)
+                    meta, par = describe_file(
+                        w.path / name, fmt, recipe.precision,
+                        {**desc, "search_recipe": t.recipe, "settings": t.settings},
+                        spec=spec, batches=batches, ref=ref, params=params, threads=config.threads)
+                    meta["search"] = {k: getattr(t, k) for k in (
+                        "accuracy", "drop", "agreement", "latency_ms", "int8_weights",
+                        "weight_ops")}
+                    w.describe(name, **meta)
+                    parities[name], kept_files[fmt.value] = par, name
+                rows = [t.to_dict() for t in search.trials]
+                refs = {t.backend: {"recipe": t.recipe, "accuracy": t.accuracy,
+                                    "p50_ms": t.p50_ms, "size_bytes": t.size_bytes}
+                        for t in search.trials if t.status == "reference"}
+                summary = {"max_drop": config.max_drop, "dev": {"source": str(dev),
+                                                                "rows": len(dev_ds)},
+                           "latency": {"batch": 1, "seq_len": max(spec.buckets),
+                                       "threads": config.threads, "runs": config.latency_runs},
+                           "references": refs,
+                           "kept": {f.value: t.recipe for f, t in search.kept.items()},
+                           "recipes": {t.recipe: (RECIPES.get(t.recipe) or REFERENCES[
+                               Format(t.backend)]).to_dict() for t in search.trials},
+                           "trials": rows}
+                (w.path / TRIALS_JSON).write_text(json.dumps(summary, indent=2) + "\n",
+                                                  encoding="utf-8")
+                (w.path / TRIALS_MD).write_text(_markdown(search.trials, config, dev_ds),
+                                                encoding="utf-8")
+                w.describe(TRIALS_JSON, kind="quantize trials")
+                w.describe(TRIALS_MD, kind="quantize trials (Markdown)")
+                copy_tokenizer_files(model_dir, w.path)
+                (w.path / LABELS_FILE).write_text("\n".join(labels) + "\n", encoding="utf-8")
+                w.describe(LABELS_FILE, kind="labels", labels=labels)
+                w.extra.update(
+                    parameters=params, labels=labels, model_type=cfg.model_type,
+                    vocab_size=int(cfg.vocab_size), export_spec=spec.to_dict(),
+                    calibration={**cal.describe(), "dev_rows_excluded": overlap},
+                    dev={"source": str(dev), "rows": len(dev_ds)}, max_drop=config.max_drop,
+                    references=refs, kept=kept_files,
+                    trials=[{k: r[k] for k in ("recipe", "backend", "accuracy", "drop",
+                                               "agreement", "p50_ms", "status")} for r in rows],
+                    parity_inputs={"source": str(calibration),
+                                   "n": int(sum(len(b["input_ids"]) for b in batches))},
+                    tf_vs_torch_max_abs_diff=search.tf_diff, seconds=steps.seconds)
+                gate(parities)
+    finally:
+        steps.close()
+    assert w.manifest is not None
+    return w.manifest
+
+
+def _markdown(trials: Sequence[Trial], config: SearchConfig, dev_ds) -> str:
+    return (f"# int8 recipe search\n\nAccuracy on {len(dev_ds)} dev rows ({dev_ds.path}); budget:"
+            f" {config.max_drop:g} point(s) below each backend's fp32 file. Latency: median of"
+            f" {config.latency_runs} batch-1 calls at sequence length {max(config.buckets)},"
+            f" {config.threads} thread(s).\n\n" + format_table(trials))
+
+
+__all__ = [
+    "BACKENDS",
+    "RECIPES",
+    "REFERENCES",
+    "Recipe",
+    "SearchConfig",
+    "Trial",
+    "format_table",
+    "recipe_names",
+    "run_search",
+]
