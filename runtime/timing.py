@@ -33,7 +33,18 @@ def measure_latency(fn: Callable[[], Any], *, warmup: int = 3, runs: int = 30,
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident set size so far, in MiB."""
+    """This process's peak resident set size so far, in MiB.
+
+    Linux's ``VmHWM`` first: ``ru_maxrss`` survives fork and exec, so a child process started
+    by a large parent would report the parent's peak.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024, 1)
 
