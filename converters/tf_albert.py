@@ -14,6 +14,9 @@ translator has to be talked out of:
 * every dense layer is ``matmul(x, W, transpose_b=True)`` over the weight in torch's
   ``[out, in]`` layout, which is exactly TFLite's ``FULLY_CONNECTED`` weight layout, so the
   converter inserts no per-use transpose of a shared weight;
+* LayerNorm gamma/beta (and the mapping_in bias) are ``[1, n]`` rows, so TFLite's optimizer
+  cannot fold them into the next dense layer's weight or bias, which would store a second,
+  pass-specific copy of a shared weight (see :func:`_stored_as`);
 * ALBERT's shared layer is one set of ``tf.Variable`` objects read by every pass, so the file
   stores it once (checked by the tiny-12 vs tiny size test); ``num_hidden_groups > 1`` and
   ``inner_group_num > 1`` pick the group and inner layer the way transformers does.
@@ -44,6 +47,27 @@ def _state(model) -> dict[str, np.ndarray]:
     return {k: v.detach().cpu().float().numpy() for k, v in model.state_dict().items()}
 
 
+#: read as ``[1, n]`` rows, not ``[n]`` vectors (see :func:`_stored_as`)
+_ROW_SUFFIXES = (".LayerNorm.weight", ".LayerNorm.bias", ".full_layer_layer_norm.weight",
+                 ".full_layer_layer_norm.bias", "embedding_hidden_mapping_in.bias")
+
+
+def _stored_as(key: str, value: np.ndarray) -> np.ndarray:
+    """LayerNorm gamma/beta and the mapping_in bias as ``[1, n]`` rows, not ``[n]`` vectors.
+
+    TFLite's optimizer folds a ``MUL`` or ``ADD`` by a 1-D vector into the ``FULLY_CONNECTED``
+    it feeds (``FuseMulAndFullyConnected``: W * gamma; ``FuseAddAndFullyConnected``:
+    b + W @ beta) and stores the result as a new constant. ALBERT's shared Q/K/V weights are read
+    by pass 0 after mapping_in (whose bias ADD folds into Q/K/V's biases) and by passes 1.. after
+    the full-layer LayerNorm (whose gamma folds into Q/K/V's weights), and the FFN weight after
+    the attention LayerNorm, so each pass kind got its own copy of a shared weight or bias.
+    Both patterns leave constants that are not 1-D alone, and a ``[1, n]`` row broadcasts the
+    same way. (With gamma = 1 and beta = 0, as in a fresh model, the folded copy equals the
+    original and the converter merges the two, so only trained models showed the duplicates.)
+    """
+    return value.reshape(1, -1) if key.endswith(_ROW_SUFFIXES) and value.ndim == 1 else value
+
+
 def make_tf_albert(model, *, mask_value: float = ATTENTION_MASK_VALUE):
     """A ``tf.Module`` computing ``model``'s logits; ``.serving`` is its tf.function."""
     import tensorflow as tf
@@ -70,9 +94,10 @@ def make_tf_albert(model, *, mask_value: float = ATTENTION_MASK_VALUE):
             self.eps = float(cfg.layer_norm_eps)
             self.mask_value = float(mask_value)
             self.act = act
-            self.w: dict[str, Any] = {k: tf.Variable(v, trainable=False, name=k.replace(".", "/"))
-                                      for k, v in sd.items() if not k.endswith("position_ids")
-                                      and not k.endswith("token_type_ids")}
+            self.w: dict[str, Any] = {
+                k: tf.Variable(_stored_as(k, v), trainable=False, name=k.replace(".", "/"))
+                for k, v in sd.items() if not k.endswith("position_ids")
+                and not k.endswith("token_type_ids")}
 
         # -- building blocks ---------------------------------------------------------------
         def dense(self, x, name: str):

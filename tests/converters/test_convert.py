@@ -276,3 +276,47 @@ def test_albert_groups_and_inner_layers_convert(tmp_path, tokenizer_dir, task_ts
         c = census(m.path / name)
         assert len(c.part("encoder")) == 1 + 6 * 4 * 2
         assert c.stored_weight_bytes <= 1.05 * 4 * params + 4096
+
+
+def test_trained_layernorm_does_not_copy_shared_weights_per_pass(tmp_path):
+    """A trained LayerNorm (gamma != 1, beta != 0) must not make TFLite's optimizer fold gamma/beta
+    into the next dense layer (W * gamma, b + W @ beta) and store a second copy of a shared weight
+    for the passes that read a LayerNorm output (regression: 1.19 x 4 bytes/parameter at hidden
+    128). A fresh model hides this: its gamma = 1 and beta = 0 fold into the same values."""
+    import torch
+    from edge_albert.converters.parity import run_file
+    from edge_albert.converters.spec import Precision
+    from edge_albert.converters.tf_albert import make_tf_albert
+    from edge_albert.converters.tflite_convert import convert_tflite
+
+    from edge_albert.modeling import (
+        AlbertShape,
+        albert_config,
+        build_albert_classifier,
+        parameter_count,
+    )
+
+    shape = AlbertShape(64, 128, 4, 2, 512, max_position_embeddings=128)
+    model = build_albert_classifier(albert_config(shape, vocab_size=515, num_labels=8))
+    torch.manual_seed(1)
+    with torch.no_grad():  # trained-like: every weight, LayerNorm gamma/beta and bias moved
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    params = parameter_count(model)
+    module = make_tf_albert(model)
+    feeds = {"input_ids": np.array([[2, 57, 300, 9, 3, 0]]),
+             "attention_mask": np.array([[1, 1, 1, 1, 1, 0]]),
+             "token_type_ids": np.zeros((1, 6), dtype=np.int64)}
+    with torch.no_grad():
+        ref = model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits.numpy()
+    for precision, width in ((Precision.FP32, 4), (Precision.FP16, 2)):
+        data, _ = convert_tflite(module, precision)
+        path = tmp_path / f"model.{precision.value}.tflite"
+        path.write_bytes(data)
+        c = census(path)
+        assert not c.custom_ops
+        stored = c.stored_weight_bytes
+        assert stored <= 1.05 * width * params + 4096, (precision.value, stored, params)
+        if precision is Precision.FP32:
+            (out,) = run_file(path, [feeds])
+            assert np.max(np.abs(out - ref)) <= 1e-4
