@@ -31,6 +31,8 @@ class AlbertShape:
 SHAPES: dict[str, AlbertShape] = {
     "tiny": AlbertShape(16, 32, 2, 2, 64, max_position_embeddings=128),
     "tiny-12": AlbertShape(16, 32, 12, 2, 64, max_position_embeddings=128),
+    # a small teacher trained from scratch by the built-in demo (about 1M parameters)
+    "demo-teacher": AlbertShape(64, 256, 4, 4, 1024, max_position_embeddings=128),
     "base": AlbertShape(128, 768, 12, 12, 3072),
     "large": AlbertShape(128, 1024, 24, 16, 4096),
     "xlarge": AlbertShape(128, 2048, 24, 16, 8192),

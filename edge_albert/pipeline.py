@@ -1,0 +1,376 @@
+"""``edge-albert pipeline``: every stage, each into its own artifact directory under one run dir.
+
+    tokenizer (only for a teacher trained from scratch) -> teacher (fine-tune, when asked)
+    -> student (distil) -> convert (ONNX, .ort, TFLite; fp32/fp16/int8) -> validate -> bundle
+
+A stage whose config and inputs are unchanged is skipped as up to date: the run directory keeps a
+ledger (``pipeline_state.json``) of each finished stage's fingerprint (its config plus its
+inputs' fingerprints) and manifest hash. Long stages checkpoint into ``<stage>.partial/`` and a
+re-run continues from there; a stage directory without a complete manifest is never trusted. A
+lock file holding the owner's pid keeps two runs out of one directory.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from .artifacts import MANIFEST, atomic_write_text, sha256_file, verify
+from .config import DistillConfig, FinetuneConfig, TokenizerConfig, load_sections, read_toml, to_dict
+from .errors import ArtifactError, ConfigError
+
+STAGES = ("tokenizer", "teacher", "student", "convert", "validate", "bundle")
+STATE = "pipeline_state.json"
+CONFIG_RECORD = "pipeline_config.json"
+LOCK = ".lock"
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """Where the data is. ``builtin = "intents"`` generates the demo task instead."""
+
+    train: str = ""
+    dev: str = ""
+    eval: str = ""  # defaults to dev
+    builtin: str = ""
+    builtin_train_rows: int = 4000
+    builtin_dev_rows: int = 1000
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """The teacher: a fine-tuned classifier, a base encoder to fine-tune, or ``scratch``."""
+
+    model: str = "albert-base-v2"
+    finetune: bool = True
+    scratch_shape: str = "tiny"  # for model = "scratch": an ALBERT shape name (modeling.SHAPES)
+    scratch_vocab_size: int = 2000
+
+
+@dataclass(frozen=True)
+class BundleConfig:
+    target: str = "rpi"  # rpi, android or none
+
+
+def schema() -> dict[str, type]:
+    """Section -> config dataclass of a pipeline TOML file."""
+    from .converters.convert import ConvertConfig
+    from .validate import ValidateConfig
+
+    return {"task": TaskConfig, "teacher": TeacherConfig, "tokenizer": TokenizerConfig,
+            "finetune": FinetuneConfig, "distill": DistillConfig, "convert": ConvertConfig,
+            "validate": ValidateConfig, "bundle": BundleConfig}
+
+
+def load_pipeline_config(path: str | Path | None, overrides: tuple[str, ...] | list[str] = ()
+                         ) -> dict[str, Any]:
+    """Load a recipe; relative data paths are resolved against the recipe's directory."""
+    cfg = load_sections(schema(), path, overrides)
+    task: TaskConfig = cfg["task"]
+    base = Path(path).absolute().parent if path else Path.cwd()  # a symlinked recipe reads beside the link
+    fixed = {}
+    for key in ("train", "dev", "eval"):
+        value = getattr(task, key)
+        if value and not Path(value).is_absolute():
+            fixed[key] = str(Path(os.path.normpath(base / value)))
+    if fixed:
+        cfg["task"] = dataclasses.replace(task, **fixed)
+    task = cfg["task"]
+    if not task.builtin:
+        for key in ("train", "dev"):
+            value = getattr(task, key)
+            if not value:
+                raise ConfigError("no data file set", where=str(path) if path else None,
+                                  key=f"task.{key}", hint="set it, or task.builtin = \"intents\"")
+            if not Path(value).is_file():
+                raise ConfigError(f"data file {value} does not exist",
+                                  where=str(path) if path else None, key=f"task.{key}")
+    elif task.builtin != "intents":
+        raise ConfigError(f"unknown built-in task {task.builtin!r} (known: intents)",
+                          where=str(path) if path else None, key="task.builtin")
+    if cfg["bundle"].target not in ("rpi", "android", "none"):
+        raise ConfigError(f"unknown bundle target {cfg['bundle'].target!r} (rpi, android, none)",
+                          key="bundle.target")
+    return cfg
+
+
+def _flatten(cfg: dict[str, Any]) -> dict[str, Any]:
+    return {f"{s}.{k}": v for s, c in cfg.items() for k, v in to_dict(c).items()}
+
+
+def _fingerprint(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class RunLock:
+    """``<run>/.lock`` holding the owner's pid; a lock whose process is gone is taken over."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / LOCK
+
+    def __enter__(self) -> "RunLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                try:
+                    pid = int(self.path.read_text().strip() or 0)
+                except (OSError, ValueError):
+                    pid = 0
+                if pid and _alive(pid):
+                    raise ArtifactError(f"another pipeline run (pid {pid}) is using this run"
+                                        " directory", where=self.path.parent,
+                                        hint="wait for it to finish, or use another run directory") from None
+                self.path.unlink(missing_ok=True)  # stale: its owner died
+                continue
+            with os.fdopen(fd, "w") as fh:
+                fh.write(str(os.getpid()))
+            return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class StageResult:
+    name: str
+    status: str  # "ran", "up to date", "skipped"
+    seconds: float
+    path: Path | None
+
+
+class Pipeline:
+    """Runs the stages of one recipe into ``run_dir``."""
+
+    def __init__(self, cfg: dict[str, Any], run_dir: str | Path, *,
+                 echo: Callable[[str], None] = print) -> None:
+        self.cfg = cfg
+        self.run = Path(run_dir)
+        self.echo = echo
+        self.results: list[StageResult] = []
+
+    # -- bookkeeping -------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        p = self.run / STATE
+        return json.loads(p.read_text()) if p.is_file() else {}
+
+    def _record(self, stage: str, fingerprint: str) -> None:
+        state = self._state()
+        state[stage] = {"fingerprint": fingerprint,
+                        "manifest_sha256": sha256_file(self.run / stage / MANIFEST)}
+        atomic_write_text(self.run / STATE, json.dumps(state, indent=2) + "\n")
+
+    def _up_to_date(self, stage: str, fingerprint: str) -> bool:
+        entry = self._state().get(stage)
+        d = self.run / stage
+        if not entry or entry.get("fingerprint") != fingerprint or not (d / MANIFEST).is_file():
+            return False
+        if sha256_file(d / MANIFEST) != entry.get("manifest_sha256"):
+            return False
+        try:
+            verify(d)
+        except ArtifactError:
+            return False
+        return True
+
+    def check_config(self, force: bool) -> None:
+        """Refuse a run directory made with another config (naming the keys) unless ``force``."""
+        record = self.run / CONFIG_RECORD
+        new = _flatten(self.cfg)
+        if record.is_file() and not force:
+            old = json.loads(record.read_text())
+            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            if diff:
+                raise ConfigError(
+                    f"this run directory was made with a different config (differing keys:"
+                    f" {', '.join(diff[:8])}{' ...' if len(diff) > 8 else ''})", where=self.run,
+                    hint="pass --force to re-run the stages the change affects, or use a new run"
+                         " directory")
+        self.run.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(record, json.dumps(new, indent=2, default=str) + "\n")
+
+    # -- the stages ----------------------------------------------------------------------------
+    def execute(self, *, start: str | None = None, force: bool = False) -> list[StageResult]:
+        if start is not None and start not in STAGES:
+            raise ConfigError(f"unknown stage {start!r} (stages: {', '.join(STAGES)})", key="--from")
+        with RunLock(self.run):
+            self.check_config(force)
+            data = self._data()
+            forced = False
+            prints: dict[str, str] = {}
+            for stage in STAGES:
+                forced = forced or stage == start
+                spec = self._stage(stage, data, prints)
+                if spec is None:
+                    self.results.append(StageResult(stage, "skipped", 0.0, None))
+                    continue
+                fingerprint, fn = spec
+                prints[stage] = fingerprint
+                fresh = self._up_to_date(stage, fingerprint)
+                if start is not None and not forced and not fresh:
+                    raise ConfigError(
+                        f"--from {start}: the earlier stage {stage!r} has not been built with this"
+                        " config", where=self.run, hint=f"run without --from, or --from {stage}")
+                if not forced and fresh:
+                    self.echo(f"[{stage}] up to date")
+                    self.results.append(StageResult(stage, "up to date", 0.0, self.run / stage))
+                    continue
+                self.echo(f"[{stage}] running")
+                t0 = time.perf_counter()
+                fn(self.run / stage)
+                self._record(stage, fingerprint)
+                self.results.append(StageResult(stage, "ran", time.perf_counter() - t0,
+                                                self.run / stage))
+        return self.results
+
+    def _data(self) -> dict[str, Path]:
+        task: TaskConfig = self.cfg["task"]
+        if task.builtin:
+            from .demo_task import write_demo_task
+
+            d = self.run / "data"
+            paths = write_demo_task(d, seed=task.seed, n_train=task.builtin_train_rows,
+                                    n_dev=task.builtin_dev_rows)
+            return {"train": paths["train"], "dev": paths["dev"], "eval": paths["dev"]}
+        return {"train": Path(task.train), "dev": Path(task.dev),
+                "eval": Path(task.eval or task.dev)}
+
+    def _stage(self, stage: str, data: dict[str, Path], prints: dict[str, str]):
+        """(fingerprint, runner) of a stage, or None when the recipe skips it."""
+        c = self.cfg
+        teacher: TeacherConfig = c["teacher"]
+        data_print = {k: sha256_file(v) for k, v in data.items()}
+        scratch = teacher.model == "scratch"
+        force = True  # the stage directory is replaced when it is re-run
+        if stage == "tokenizer":
+            if not scratch:
+                return None
+            tcfg = dataclasses.replace(c["tokenizer"], vocab_size=teacher.scratch_vocab_size)
+
+            def run_tok(out: Path) -> None:
+                from .tokenizer_train import train_tokenizer, training_sentences
+
+                train_tokenizer(tcfg, training_sentences([data["train"]]), out,
+                                sources=[data["train"]], force=force)
+            return _fingerprint(to_dict(tcfg), data_print["train"]), run_tok
+        if stage == "teacher":
+            if not (teacher.finetune or scratch):
+                return None
+            fcfg = c["finetune"]
+
+            def run_teacher(out: Path) -> None:
+                from .data import read_dataset
+                from .finetune import run_finetune
+
+                base: str | Path = teacher.model
+                if scratch:
+                    from .modeling import init_model_dir
+
+                    base = self.run / "teacher-init"
+                    train = read_dataset(data["train"])
+                    init_model_dir(teacher.scratch_shape, self.run / "tokenizer", base,
+                                   label_names=train.label_names(), seed=fcfg.seed, force=True)
+                train = read_dataset(data["train"])
+                run_finetune(fcfg, base, train, read_dataset(data["dev"]), out, resume=True,
+                             force=force)
+            return _fingerprint(to_dict(teacher), to_dict(fcfg), data_print,
+                                prints.get("tokenizer")), run_teacher
+        if stage == "student":
+            dcfg = c["distill"]
+            teacher_dir = self.run / "teacher" if (teacher.finetune or scratch) else Path(teacher.model)
+
+            def run_student(out: Path) -> None:
+                from .data import read_dataset
+                from .distill import run_distill
+
+                run_distill(dcfg, teacher_dir, read_dataset(data["train"]),
+                            read_dataset(data["dev"]), out, resume=True, force=force)
+            return _fingerprint(to_dict(dcfg), data_print, prints.get("teacher", str(teacher_dir))), run_student
+        if stage == "convert":
+            ccfg = c["convert"]
+
+            def run_conv(out: Path) -> None:
+                from .converters.convert import run_convert
+
+                run_convert(ccfg, self.run / "student", out, calibration=data["train"], force=force)
+            return _fingerprint(to_dict(ccfg), prints["student"], data_print["train"]), run_conv
+        if stage == "validate":
+            vcfg = c["validate"]
+
+            def run_val(out: Path) -> None:
+                from .validate import run_validate
+
+                run_validate(vcfg, [self.run / "convert"], data["eval"], self.run / "student", out,
+                             force=force)
+            return _fingerprint(to_dict(vcfg), prints["convert"], data_print["eval"]), run_val
+        if stage == "bundle":
+            bcfg: BundleConfig = c["bundle"]
+            if bcfg.target == "none":
+                return None
+
+            def run_bundle(out: Path) -> None:
+                from .bundle import run_bundle as _bundle
+
+                _bundle(bcfg.target, self.run / "convert", data["eval"], out, force=force)
+            return _fingerprint(to_dict(bcfg), prints["convert"], data_print["eval"]), run_bundle
+        raise AssertionError(stage)
+
+
+def run_pipeline(config_path: str | Path | None, run_dir: str | Path, *,
+                 overrides: tuple[str, ...] | list[str] = (), start: str | None = None,
+                 force: bool = False, echo: Callable[[str], None] = print) -> Pipeline:
+    """Load a recipe and run it into ``run_dir``; returns the finished :class:`Pipeline`."""
+    cfg = load_pipeline_config(config_path, overrides)
+    p = Pipeline(cfg, run_dir, echo=echo)
+    p.execute(start=start, force=force)
+    return p
+
+
+def summary_rows(run_dir: str | Path) -> list[dict[str, Any]]:
+    """One row per validated file: artifact, accuracy, agreement, p50 latency, size."""
+    report = Path(run_dir) / "validate" / "report.json"
+    if not report.is_file():
+        return []
+    data = json.loads(report.read_text())
+    rows = []
+    for a in data.get("artifacts", []):
+        rows.append({"artifact": a.get("name"), "accuracy": a.get("accuracy"),
+                     "agreement": a.get("agreement"),
+                     "p50_ms": (a.get("latency_ms") or {}).get("p50"),
+                     "size_mb": (a.get("size_bytes") or 0) / 1e6})
+    return rows
+
+
+def format_summary(run_dir: str | Path) -> str:
+    """The one-screen table the pipeline ends with."""
+    rows = summary_rows(run_dir)
+    if not rows:
+        return ""
+    lines = [f"{'artifact':<28} {'accuracy':>9} {'agreement':>10} {'p50 ms':>8} {'size MB':>8}"]
+    for r in rows:
+        def pct(x: Any) -> str:
+            return f"{100 * x:8.2f}%" if isinstance(x, (int, float)) else f"{'-':>9}"
+        p50 = f"{r['p50_ms']:8.2f}" if isinstance(r["p50_ms"], (int, float)) else f"{'-':>8}"
+        lines.append(f"{r['artifact']:<28} {pct(r['accuracy'])} {pct(r['agreement']):>10} {p50}"
+                     f" {r['size_mb']:8.2f}")
+    return "\n".join(lines)
+
+
+__all__ = ["STAGES", "summary_rows", "format_summary", "Pipeline", "run_pipeline", "load_pipeline_config", "read_toml"]

@@ -1,0 +1,157 @@
+"""The one-command pipeline on a tiny built-in recipe: skip when up to date, refuse, resume."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("tensorflow")
+
+from click.testing import CliRunner  # noqa: E402
+
+from edge_albert.cli import cli  # noqa: E402
+from edge_albert.errors import ArtifactError, ConfigError  # noqa: E402
+from edge_albert.pipeline import STAGES, RunLock, load_pipeline_config, run_pipeline  # noqa: E402
+
+TINY = """
+[task]
+builtin = "intents"
+builtin_train_rows = 320
+builtin_dev_rows = 64
+
+[teacher]
+model = "scratch"
+scratch_shape = "tiny"
+scratch_vocab_size = 200
+
+[finetune]
+max_steps = 30
+batch_size = 16
+learning_rate = 3e-3
+max_length = 24
+checkpoint_every = 0
+threads = 1
+
+[distill]
+student = "tiny"
+max_steps = {distill_steps}
+batch_size = 16
+learning_rate = 3e-3
+max_length = 24
+checkpoint_every = {ckpt}
+eval_every = 1000
+threads = 1
+
+[convert]
+formats = ["onnx", "tflite"]
+precisions = ["fp32", "int8-dynamic"]
+buckets = [16, 24]
+
+[validate]
+latency_runs = 3
+warmup = 1
+batch_sizes = [1]
+
+[bundle]
+target = "none"
+"""
+
+
+def recipe(tmp_path: Path, distill_steps: int = 20, ckpt: int = 0) -> Path:
+    p = tmp_path / "tiny.toml"
+    p.write_text(TINY.format(distill_steps=distill_steps, ckpt=ckpt))
+    return p
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pipe")
+    cfg = recipe(d)
+    run_pipeline(cfg, d / "run", echo=lambda m: None)
+    return cfg, d / "run"
+
+
+def test_runs_every_stage_then_skips_them(finished_run):
+    cfg, run = finished_run
+    for stage in ("tokenizer", "teacher", "student", "convert", "validate"):
+        assert (run / stage / "manifest.json").is_file(), stage
+    report = json.loads((run / "validate" / "report.json").read_text())
+    assert {a["name"] for a in report["artifacts"]} >= {"model.fp32.onnx", "model.int8-dynamic.tflite"}
+    r = CliRunner().invoke(cli, ["pipeline", str(cfg), "--run-dir", str(run)])
+    assert r.exit_code == 0, r.output
+    assert r.output.count("up to date") >= 5 and "running" not in r.output
+    assert "report: " in r.output and "model.fp32.onnx" in r.output  # the summary table
+
+
+def test_changed_config_is_refused_then_forced(finished_run):
+    cfg, run = finished_run
+    with pytest.raises(ConfigError, match="differing keys: validate.latency_runs"):
+        run_pipeline(cfg, run, overrides=["validate.latency_runs=4"], echo=lambda m: None)
+    said: list[str] = []
+    p = run_pipeline(cfg, run, overrides=["validate.latency_runs=4"], force=True, echo=said.append)
+    status = {r.name: r.status for r in p.results}
+    assert status["student"] == "up to date" and status["convert"] == "up to date"
+    assert status["validate"] == "ran"
+
+
+def test_from_a_stage_whose_inputs_were_never_built(tmp_path):
+    with pytest.raises(ConfigError, match="earlier stage 'tokenizer' has not been built"):
+        run_pipeline(recipe(tmp_path), tmp_path / "run", start="convert", echo=lambda m: None)
+
+
+def test_bad_recipes(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[task]\ntrain = "missing.tsv"\ndev = "missing.tsv"\n')
+    with pytest.raises(ConfigError, match=r"task.train: data file .*missing.tsv does not exist"):
+        load_pipeline_config(bad)
+    bad.write_text('[quantise]\nx = 1\n')
+    with pytest.raises(ConfigError, match="unknown section"):
+        load_pipeline_config(bad)
+    with pytest.raises(ConfigError, match="unknown stage 'distil'"):
+        run_pipeline(recipe(tmp_path), tmp_path / "run", start="distil", echo=lambda m: None)
+
+
+def test_second_run_in_the_same_directory_is_refused(tmp_path):
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (tmp_path / "run").mkdir()
+        (tmp_path / "run" / ".lock").write_text(str(sleeper.pid))
+        with pytest.raises(ArtifactError, match=f"another pipeline run \\(pid {sleeper.pid}\\)"):
+            with RunLock(tmp_path / "run"):
+                pass
+    finally:
+        sleeper.kill()
+    sleeper.wait()
+    with RunLock(tmp_path / "run"):  # a stale lock (dead pid) is taken over
+        assert (tmp_path / "run" / ".lock").read_text() == str(os.getpid())
+
+
+def test_killed_during_distillation_resumes(tmp_path):
+    cfg = recipe(tmp_path, distill_steps=400, ckpt=20)
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "edge_albert", "pipeline", str(cfg), "--run-dir", str(run)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = run / "student.partial" / "checkpoint.pt"
+    deadline = time.time() + 240
+    while not ckpt.is_file() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert ckpt.is_file(), "distillation never checkpointed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run / "student" / "manifest.json").exists()  # nothing half-written was trusted
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "[teacher] up to date" in r.stderr and "[student] running" in r.stderr
+    log = [json.loads(x) for x in (run / "student" / "train_log.jsonl").read_text().splitlines()]
+    resumed = [x["resumed_from"] for x in log if "resumed_from" in x]
+    assert resumed and resumed[0] >= 20
+    assert [s for s in STAGES if (run / s / "manifest.json").is_file()] == [
+        "tokenizer", "teacher", "student", "convert", "validate"]
