@@ -10,7 +10,13 @@ full-integer int8, with TensorFlow's own converter and quantizer.
   :class:`~.calibration.CalibrationSet` (int8 weights and activations, float input/output
   allowed). Float fallbacks use TensorFlow's selective quantization
   (``tf.lite.experimental.QuantizationDebugger`` with ``denylisted_nodes``): the nodes of each
-  fallback group are found in the calibrated model by op type and name scope.
+  fallback group are found in the calibrated model by op type and name scope. The
+  ``softmax`` group covers the whole masked-score path: the score scale, the additive padding
+  mask (-1e4) and the mask's own ops, besides the SOFTMAX. In int8, ``scores + mask`` gets one
+  scale for [-1e4, max score] (~39 per step), every real score rounds to the same value and
+  attention turns uniform: without this group a trained model's full-integer file drops to
+  chance (tiny ALBERT 99.7 % -> 45 %; with it, 99.7 %, agreement 100 %). The activation x
+  activation matmuls (Q.K^T, P.V) stay int8 unless ``attention`` is a fallback too.
 """
 from __future__ import annotations
 
@@ -24,6 +30,8 @@ from .calibration import CalibrationSet
 from .census import tflite_ops
 from .spec import Fallback, Precision
 
+#: ops of the masked-score path (scope ``softmax/``) and of the mask (scope ``mask/``)
+_SOFTMAX_OPS = {"MUL", "ADD", "SUB", "RESHAPE", "CAST"}
 _LAYERNORM_OPS = {"MEAN", "SUB", "SQUARED_DIFFERENCE", "ADD", "RSQRT", "MUL"}
 
 
@@ -48,7 +56,9 @@ def denylisted_nodes(model_bytes: bytes, fallbacks: Iterable[Fallback | str],
         hit = (
             (Fallback.LAYERNORM in groups and op.op in _LAYERNORM_OPS
              and any("layernorm/" in o for o in op.outputs))
-            or (Fallback.SOFTMAX in groups and op.op == "SOFTMAX")
+            or (Fallback.SOFTMAX in groups and (op.op == "SOFTMAX" or (
+                op.op in _SOFTMAX_OPS and any("softmax/" in o or o.startswith("mask/")
+                                              for o in op.outputs))))
             or (Fallback.GELU in groups and op.op == "GELU")
             or (Fallback.ATTENTION in groups and op.op == "BATCH_MATMUL" and op.weight is None)
             or (Fallback.EMBEDDINGS in groups and op.op == "GATHER" and op.weight is not None)
@@ -79,6 +89,7 @@ def convert_tflite(module, precision: Precision | str, *,
     import tensorflow as tf
 
     precision = Precision(precision)
+    fallbacks = tuple(Fallback(f) for f in fallbacks)
     conv = _converter(module)
     recipe: dict = {"recipe": f"tf.lite.TFLiteConverter ({precision.value})",
                     "supported_ops": "TFLITE_BUILTINS"}
@@ -99,9 +110,12 @@ def convert_tflite(module, precision: Precision | str, *,
                                           tf.lite.OpsSet.TFLITE_BUILTINS]
         recipe.update(supported_ops="TFLITE_BUILTINS_INT8 + TFLITE_BUILTINS (float fallback)",
                       calibration_examples=len(calibration))
+        if Fallback.SOFTMAX not in fallbacks:
+            recipe["warning"] = ("no softmax fallback: the masked attention scores (-1e4 padding"
+                                 " mask) are int8, which flattens attention on trained models")
     try:
         with _quiet_tf():
-            if precision is Precision.INT8_STATIC and (list(fallbacks) or list(nodes)):
+            if precision is Precision.INT8_STATIC and (fallbacks or list(nodes)):
                 data, deny = _selective(conv, calibration, fallbacks, nodes)  # type: ignore[arg-type]
                 recipe.update(float_fallbacks=[Fallback(f).value for f in fallbacks],
                               float_nodes=deny)
