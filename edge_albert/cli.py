@@ -340,6 +340,7 @@ def distill_command(teacher_dir: Path, student: str | None, student_tokenizer: P
 
 def _register_stage_commands() -> None:
     """Commands whose code lives beside its stage (their heavy imports stay inside them)."""
+    from .bundle_cli import bundle_command, report_command
     from .converters.cli import convert_command
     from .converters.quantize_cli import quantize_command
     from .validate_cli import validate_command
@@ -347,6 +348,8 @@ def _register_stage_commands() -> None:
     cli.add_command(convert_command)
     cli.add_command(quantize_command)
     cli.add_command(validate_command)
+    cli.add_command(bundle_command)
+    cli.add_command(report_command)
 
 
 _register_stage_commands()

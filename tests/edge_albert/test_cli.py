@@ -41,7 +41,7 @@ def test_version():
 @pytest.mark.parametrize("cmd", [["data", "inspect"], ["tokenizer", "train"], ["tokenizer", "encode"],
                                  ["model", "init"], ["model", "inspect"], ["artifact", "verify"],
                                  ["convert"], ["finetune"], ["distill"], ["validate"], ["pipeline"],
-                                 ["demo"], ["quantize"]])
+                                 ["demo"], ["quantize"], ["bundle"], ["report"]])
 def test_every_command_has_a_worked_example(cmd):
     r = run(*cmd, "--help")
     assert r.exit_code == 0 and "Example" in r.output and "edge-albert " + " ".join(cmd) in r.output
