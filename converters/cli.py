@@ -103,27 +103,19 @@ def convert_command(ctx: click.Context, model_dir: Path, out: Path, formats: str
       edge-albert convert --model student/ --out tfl/ --formats tflite \\
           --precisions fp32,fp16,int8-dynamic --seq-len 64
     """
-    from ..config import load_sections
+    from ..config import cli_overrides, load_sections
     from ..errors import ConfigError
     from .convert import ConvertConfig, run_convert
 
     if seq_len is not None and buckets is not None:
         raise ConfigError("give --seq-len or --buckets, not both", key="--seq-len")
-    sets = list(overrides)
-    if formats is not None:
-        sets.append(f"convert.formats={formats}")
-    if precisions is not None:
-        sets.append(f"convert.precisions={precisions}")
-    if seq_len is not None:
-        sets.append(f"convert.buckets=[{seq_len}]")
-    if buckets is not None:
-        sets.append(f"convert.buckets={buckets}")
-    if calibration_size is not None:
-        sets.append(f"convert.calibration_size={calibration_size}")
-    if calibration_method is not None:
-        sets.append(f"convert.calibration_method={calibration_method}")
-    if fallbacks is not None:
-        sets.append("convert.fallbacks=" + ("" if fallbacks.strip().lower() == "none" else fallbacks))
+    if fallbacks is not None and fallbacks.strip().lower() == "none":
+        fallbacks = ""
+    sets = list(overrides) + cli_overrides(
+        "convert", formats=formats, precisions=precisions,
+        buckets=f"[{seq_len}]" if seq_len is not None else buckets,
+        calibration_size=calibration_size, calibration_method=calibration_method,
+        fallbacks=fallbacks)
     config = load_sections({"convert": ConvertConfig}, config_file, sets)["convert"]
     verbose = bool(ctx.find_root().obj and ctx.find_root().obj.get("verbose"))
     with _native_logs_muted(not verbose):

@@ -72,7 +72,7 @@ def quantize_command(ctx: click.Context, model_dir: Path, calibration: Path, dev
       edge-albert quantize --model student/ --calibration train.tsv --dev dev.tsv \\
           --recipe onnx-qdq-minmax-pc --out q/
     """
-    from ..config import load_sections
+    from ..config import cli_overrides, load_sections
     from ..errors import AccuracyGateError, ConfigError
     from .search import RECIPES, SearchConfig, format_table, run_search
 
@@ -83,21 +83,11 @@ def quantize_command(ctx: click.Context, model_dir: Path, calibration: Path, dev
                           hint="recipes: " + ", ".join(RECIPES))
     if seq_len is not None and buckets is not None:
         raise ConfigError("give --seq-len or --buckets, not both", key="--seq-len")
-    sets = list(overrides)
-    if names:
-        sets.append("quantize.recipes=" + ",".join(names))
-    if backends is not None:
-        sets.append(f"quantize.backends={backends}")
-    if max_drop is not None:
-        sets.append(f"quantize.max_drop={max_drop!r}")
-    if threads is not None:
-        sets.append(f"quantize.threads={threads}")
-    if seq_len is not None:
-        sets.append(f"quantize.buckets=[{seq_len}]")
-    if buckets is not None:
-        sets.append(f"quantize.buckets={buckets}")
-    if calibration_size is not None:
-        sets.append(f"quantize.calibration_size={calibration_size}")
+    sets = list(overrides) + cli_overrides(
+        "quantize", recipes=",".join(names) if names else None, backends=backends,
+        max_drop=max_drop, threads=threads,
+        buckets=f"[{seq_len}]" if seq_len is not None else buckets,
+        calibration_size=calibration_size)
     config = load_sections({"quantize": SearchConfig}, config_file, sets)["quantize"]
     verbose = bool(ctx.find_root().obj and ctx.find_root().obj.get("verbose"))
     try:

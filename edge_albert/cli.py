@@ -137,10 +137,10 @@ def tokenizer_train(data_files: tuple[Path, ...], vocab_size: int | None, config
     Example:
       edge-albert tokenizer train --data ../shared/data/sst2/train.tsv --vocab-size 8000 --out tok/
     """
-    from .config import TokenizerConfig, load_sections
+    from .config import TokenizerConfig, cli_overrides, load_sections
     from .tokenizer_train import train_tokenizer, training_sentences
 
-    sets = list(overrides) + ([f"tokenizer.vocab_size={vocab_size}"] if vocab_size else [])
+    sets = list(overrides) + cli_overrides("tokenizer", vocab_size=vocab_size)
     cfg = load_sections({"tokenizer": TokenizerConfig}, config_file, sets)["tokenizer"]
     sentences = training_sentences(data_files)
     manifest = train_tokenizer(cfg, sentences, out, sources=data_files, force=force)
@@ -320,14 +320,10 @@ def distill_command(teacher_dir: Path, student: str | None, student_tokenizer: P
       edge-albert distill --teacher teacher/ --train ../shared/data/sst2/train.tsv \\
           --dev ../shared/data/sst2/dev.tsv --student small --out student/
     """
-    from .config import DistillConfig, load_sections
+    from .config import DistillConfig, cli_overrides, load_sections
     from .distill import run_distill
 
-    sets = list(overrides)
-    if student is not None:
-        sets.append(f"distill.student={student}")
-    if augment is not None:
-        sets.append(f"distill.augment={augment}")
+    sets = list(overrides) + cli_overrides("distill", student=student, augment=augment)
     cfg = load_sections({"distill": DistillConfig}, config_file, sets)["distill"]
     train, dev = _read_task(train_file, dev_file)
     m = run_distill(cfg, teacher_dir, train, dev, out, student_tokenizer=student_tokenizer,

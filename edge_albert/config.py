@@ -172,6 +172,16 @@ def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, dict[str, A
     return out
 
 
+def cli_overrides(section: str, **values: Any) -> list[str]:
+    """``--set`` strings for the CLI options a user actually gave (``None`` = not given).
+
+    Lets a command's dedicated options (``--buckets 32,64``) and ``--set`` share one path
+    through :func:`load_sections`, with the same type checks and error messages.
+    """
+    return [f"{section}.{key}={value!r}" if isinstance(value, float) else f"{section}.{key}={value}"
+            for key, value in values.items() if value is not None]
+
+
 def read_toml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
