@@ -96,9 +96,16 @@ class ConvertConfig:
         set_(self, "buckets", tuple(sorted({int(b) for b in self.buckets})))
         if not self.formats:
             raise ConfigError("names no format (valid: onnx, ort, tflite)", key="convert.formats")
-        for fmt in self.formats:
-            for p in self.precisions:
-                check_supported(fmt, p, key="convert.precisions")
+        # a precision applies to the formats that hold it (fp16: TFLite only); one that no
+        # requested format holds is an error listing what each supports
+        for p in self.precisions:
+            if not any(p in SUPPORTED[f] for f in self.formats):
+                if len(self.formats) == 1:
+                    check_supported(self.formats[0], p, key="convert.precisions")
+                raise ConfigError(
+                    f"no requested format supports precision {p.value!r} (" + "; ".join(
+                        f"{f.value}: {', '.join(x.value for x in SUPPORTED[f])}"
+                        for f in self.formats) + ")", key="convert.precisions")
         if not self.buckets or min(self.buckets) < 4:
             raise ConfigError(f"sequence lengths must be >= 4, got {list(self.buckets)}",
                               key="convert.buckets")

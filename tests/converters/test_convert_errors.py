@@ -47,9 +47,13 @@ def test_a_model_that_is_not_a_sequence_classifier(cli, tmp_path, out):
 
 
 def test_a_precision_the_format_does_not_support(cli, tiny_model, out):
-    res = _invoke(cli, "--model", str(tiny_model), "--out", str(out), "--formats", "onnx,tflite",
+    res = _invoke(cli, "--model", str(tiny_model), "--out", str(out), "--formats", "onnx,ort",
                   "--precisions", "fp32,fp16")
     assert res.exit_code == 2
+    line = _one_error_line(res.output)
+    assert "no requested format supports precision 'fp16' (onnx: fp32," in line
+    res = _invoke(cli, "--model", str(tiny_model), "--out", str(out), "--formats", "onnx",
+                  "--precisions", "fp32,fp16")
     line = _one_error_line(res.output)
     assert "'onnx' does not support precision 'fp16'" in line
     assert "supported: fp32, int8-dynamic, int8-static" in line

@@ -49,6 +49,9 @@ def test_convert_config_validates_and_plans():
         from_mapping(ConvertConfig, {"formats": "onnx,keras"})
     with pytest.raises(ConfigError, match="'ort' does not support precision 'fp16'"):
         ConvertConfig(formats=("ort",), precisions=("fp16",))
+    mixed = ConvertConfig(formats=("onnx", "tflite"), precisions=("fp32", "fp16"))
+    assert [(f.value, p.value) for f, p in mixed.plan()] == [
+        ("onnx", "fp32"), ("tflite", "fp32"), ("tflite", "fp16")]
 
 
 def test_stratified_indices_balance_labels_and_lengths():
