@@ -92,8 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         row = _describe(out, dev, teacher_dir)
         row["wall_seconds"] = round(time.time() - t0, 1)
         row["recipe"] = recipe
-        results["students"][preset] = row
-        _write(results_path, results)
+        # re-read before writing: several presets may be distilled by parallel processes
+        latest = json.loads(results_path.read_text()) if results_path.is_file() else results
+        latest.setdefault("students", {})[preset] = row
+        _write(results_path, latest)
     return 0
 
 
@@ -106,11 +108,12 @@ def _machine() -> dict[str, str | int]:
 
 def _describe(model_dir: Path, dev, teacher_dir: Path | None) -> dict:
     """Parameters, size, FLOPs@128, torch latency, dev accuracy/F1, agreement with the teacher."""
+    from edge_albert.runtime.metrics import classification_metrics
+    from edge_albert.runtime.tokenizer import TextTokenizer
+
     from edge_albert.artifacts import load_manifest
     from edge_albert.distill import flops_per_sequence, torch_latency_ms
     from edge_albert.modeling import label_names_of, load_classifier, parameter_count
-    from edge_albert.runtime.metrics import classification_metrics
-    from edge_albert.runtime.tokenizer import TextTokenizer
     from edge_albert.training import predict_logits, tokenize
 
     model = load_classifier(model_dir)
@@ -135,7 +138,7 @@ def _describe(model_dir: Path, dev, teacher_dir: Path | None) -> dict:
 
 def _write(path: Path, results: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".tmp{__import__('os').getpid()}")
     tmp.write_text(json.dumps(results, indent=2) + "\n")
     tmp.replace(path)
 

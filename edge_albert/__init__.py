@@ -16,7 +16,7 @@ if (_os.path.isfile(_os.path.join(_root, "pyproject.toml"))
         and _os.path.isfile(_os.path.join(_root, "runtime", "__init__.py")) and _root not in __path__):
     __path__.append(_root)
 
-from .errors import (  # noqa: E402
+from .errors import (
     AccuracyGateError,
     ArtifactError,
     ConfigError,
@@ -31,14 +31,14 @@ from .errors import (  # noqa: E402
 __version__ = "0.1.0"
 
 __all__ = [
-    "__version__",
-    "EdgeAlbertError",
-    "DataError",
-    "ConfigError",
-    "ModelError",
-    "TokenizerError",
-    "ConversionError",
     "AccuracyGateError",
-    "RuntimeBackendError",
     "ArtifactError",
+    "ConfigError",
+    "ConversionError",
+    "DataError",
+    "EdgeAlbertError",
+    "ModelError",
+    "RuntimeBackendError",
+    "TokenizerError",
+    "__version__",
 ]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import traceback
 from pathlib import Path
 from typing import Any
@@ -107,7 +106,7 @@ def data_inspect(path: Path, text_columns: tuple[str, ...], label_column: str | 
     for what in ("chars", "tokens"):
         if what in info:
             p = info[what]
-            click.echo(f"{what:<9} " + "  ".join(f"{k} {v}" for k, v in p.items()))  # type: ignore[union-attr]
+            click.echo(f"{what:<9} " + "  ".join(f"{k} {v}" for k, v in p.items()))  # type: ignore[attr-defined]
 
 
 # ----------------------------------------------------------------------------- tokenizer
@@ -447,4 +446,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

@@ -13,9 +13,10 @@ import csv
 import io
 import json
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any
 
 from .errors import DataError
 
@@ -68,7 +69,7 @@ class Dataset:
             return list(self.texts)
         return list(zip(self.texts, self.pairs))
 
-    def subset(self, idx: Sequence[int]) -> "Dataset":
+    def subset(self, idx: Sequence[int]) -> Dataset:
         return Dataset(self.path, tuple(self.texts[i] for i in idx),
                        None if self.pairs is None else tuple(self.pairs[i] for i in idx),
                        tuple(self.labels[i] for i in idx), self.text_columns, self.label_column)
@@ -97,7 +98,7 @@ def _decode(raw: bytes, path: Path) -> str:
 def _rows(path: Path, fmt: str, text: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
     """Header and (line number, cells) rows of a delimited file."""
     delimiter = "\t" if fmt == "tsv" else ","
-    quoting = csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL
+    quoting: Any = csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting,
                         strict=True)
     rows: list[tuple[int, list[str]]] = []

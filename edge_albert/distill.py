@@ -22,26 +22,43 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import re
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from .artifacts import Manifest, load_manifest, sha256_file, write_artifact
+from .artifacts import Manifest, sha256_file, write_artifact
 from .config import DistillConfig, to_dict
 from .data import Dataset
-from .errors import ArtifactError, ConfigError, DataError, ModelError
+from .errors import ArtifactError, ConfigError, DataError
 from .finetune import check_task, partial_dir
-from .modeling import AlbertShape, albert_config, copy_tokenizer_files, label_names_of, load_classifier, parameter_count, quiet_transformers
+from .modeling import (
+    AlbertShape,
+    albert_config,
+    copy_tokenizer_files,
+    label_names_of,
+    load_classifier,
+    parameter_count,
+    quiet_transformers,
+)
 from .runtime.metrics import classification_metrics
 from .runtime.tokenizer import TextTokenizer
-from .training import Trainer, model_inputs, TokenizedSet, init_distributed, predict_logits, seed_everything, tokenize, world
+from .training import (
+    TokenizedSet,
+    Trainer,
+    init_distributed,
+    model_inputs,
+    predict_logits,
+    seed_everything,
+    tokenize,
+    world,
+)
 
 
 @dataclass(frozen=True)
@@ -107,7 +124,7 @@ def flops_per_sequence(config, seq_len: int) -> int:
 
 
 @torch.no_grad()
-def torch_latency_ms(model: nn.Module, seq_len: int, *, batch: int = 1, runs: int = 20) -> float:
+def torch_latency_ms(model: Any, seq_len: int, *, batch: int = 1, runs: int = 20) -> float:
     """Median wall time of one torch forward pass (after warm-up)."""
     model.eval()
     ids = torch.full((batch, seq_len), 5, dtype=torch.long)
@@ -123,7 +140,7 @@ def torch_latency_ms(model: nn.Module, seq_len: int, *, batch: int = 1, runs: in
 
 
 # ----------------------------------------------------------------------------- initialisation
-def _encoder_parts(teacher: nn.Module) -> dict[str, Any]:
+def _encoder_parts(teacher: Any) -> dict[str, Any]:
     """Word/position/type embeddings and layers of a BERT-family teacher, where it has them."""
     base = getattr(teacher, teacher.base_model_prefix, None)
     emb = getattr(base, "embeddings", None)
@@ -135,7 +152,7 @@ def _encoder_parts(teacher: nn.Module) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def init_from_teacher(student: nn.Module, teacher: nn.Module) -> list[str]:
+def init_from_teacher(student: Any, teacher: Any) -> list[str]:
     """Copy what the shapes allow from the teacher; returns what was initialised."""
     done: list[str] = []
     parts = _encoder_parts(teacher)
@@ -191,7 +208,7 @@ def init_from_teacher(student: nn.Module, teacher: nn.Module) -> list[str]:
     return done
 
 
-def _copy_bert_layer(dst: nn.Module, src: nn.Module) -> None:
+def _copy_bert_layer(dst: Any, src: Any) -> None:
     att, so = src.attention.self, src.attention.output
     dst.attention.query.load_state_dict(att.query.state_dict())
     dst.attention.key.load_state_dict(att.key.state_dict())
@@ -227,7 +244,8 @@ def augment_texts(texts: Sequence[str], n: int, seed: int) -> list[tuple[int, st
 class DistillLoss(nn.Module):
     """Student + projection; the teacher is held outside the module (frozen, not checkpointed)."""
 
-    def __init__(self, student: nn.Module, teacher: nn.Module | None, cfg: DistillConfig) -> None:
+    # Hugging Face models are typed loosely (their submodules are attributes): Any here.
+    def __init__(self, student: Any, teacher: Any, cfg: DistillConfig) -> None:
         super().__init__()
         self.student = student
         self._teacher = [teacher]  # a list hides it from parameters(), state_dict() and DDP
@@ -264,13 +282,12 @@ class DistillLoss(nn.Module):
                             output_attentions=self.use_attention)
             mask = batch["attention_mask"].bool()
             if self.use_hidden:
-                mse = sum(nn.functional.mse_loss(self.proj(s.hidden_states[i])[mask],
-                                                 t.hidden_states[j][mask]) for i, j in self.layer_map)
-                mse = mse / len(self.layer_map)
+                mse = torch.stack([nn.functional.mse_loss(self.proj(s.hidden_states[i])[mask],
+                                                          t.hidden_states[j][mask])
+                                   for i, j in self.layer_map]).mean()
                 loss = loss + cfg.hidden_weight * mse
                 logs["hidden"] = float(mse.detach())
             if self.use_attention:
-                kl = 0.0
                 rows = mask.unsqueeze(-1).float()
                 t_last = t.attentions[-1].mean(1)
                 s_last = s.attentions[-1].mean(1)
@@ -282,7 +299,7 @@ class DistillLoss(nn.Module):
 
 
 # ----------------------------------------------------------------------------- the stage
-def _teacher_logits(teacher: nn.Module, data: TokenizedSet, cache: Path, key: str,
+def _teacher_logits(teacher: Any, data: TokenizedSet, cache: Path, key: str,
                     progress: bool) -> np.ndarray:
     """Teacher logits over a set, cached on disk under ``key`` (recomputed if the key changes)."""
     npy, meta = cache / "teacher_logits.npy", cache / "teacher_logits.json"
@@ -405,5 +422,13 @@ def run_distill(cfg: DistillConfig, teacher_dir: str | Path, train: Dataset, dev
     return w.manifest
 
 
-__all__ = ["PRESETS", "run_distill", "student_config", "init_from_teacher", "flops_per_sequence",
-           "torch_latency_ms", "augment_texts", "DistillLoss"]
+__all__ = [
+    "PRESETS",
+    "DistillLoss",
+    "augment_texts",
+    "flops_per_sequence",
+    "init_from_teacher",
+    "run_distill",
+    "student_config",
+    "torch_latency_ms",
+]

@@ -94,13 +94,13 @@ class ArtifactError(EdgeAlbertError):
 
 
 __all__ = [
-    "EdgeAlbertError",
-    "DataError",
-    "ConfigError",
-    "ModelError",
-    "TokenizerError",
-    "ConversionError",
     "AccuracyGateError",
-    "RuntimeBackendError",
     "ArtifactError",
+    "ConfigError",
+    "ConversionError",
+    "DataError",
+    "EdgeAlbertError",
+    "ModelError",
+    "RuntimeBackendError",
+    "TokenizerError",
 ]

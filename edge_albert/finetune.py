@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -16,10 +17,23 @@ from .artifacts import Manifest, write_artifact
 from .config import FinetuneConfig, to_dict
 from .data import Dataset
 from .errors import DataError
-from .modeling import copy_tokenizer_files, load_encoder_for_classification, quiet_transformers, resolve_model
+from .modeling import (
+    copy_tokenizer_files,
+    load_encoder_for_classification,
+    quiet_transformers,
+    resolve_model,
+)
 from .runtime.metrics import classification_metrics
 from .runtime.tokenizer import TextTokenizer
-from .training import Trainer, model_inputs, init_distributed, predict_logits, seed_everything, tokenize, world
+from .training import (
+    Trainer,
+    init_distributed,
+    model_inputs,
+    predict_logits,
+    seed_everything,
+    tokenize,
+    world,
+)
 
 
 class ClassifierLoss(nn.Module):
@@ -112,4 +126,4 @@ def run_finetune(cfg: FinetuneConfig, model_name: str | Path, train: Dataset, de
     return w.manifest
 
 
-__all__ = ["run_finetune", "check_task", "partial_dir", "ClassifierLoss"]
+__all__ = ["ClassifierLoss", "check_task", "partial_dir", "run_finetune"]

@@ -16,12 +16,20 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .artifacts import MANIFEST, atomic_write_text, sha256_file, verify
-from .config import DistillConfig, FinetuneConfig, TokenizerConfig, load_sections, read_toml, to_dict
+from .config import (
+    DistillConfig,
+    FinetuneConfig,
+    TokenizerConfig,
+    load_sections,
+    read_toml,
+    to_dict,
+)
 from .errors import ArtifactError, ConfigError
 
 STAGES = ("tokenizer", "teacher", "student", "convert", "validate", "bundle")
@@ -74,7 +82,7 @@ def load_pipeline_config(path: str | Path | None, overrides: tuple[str, ...] | l
     cfg = load_sections(schema(), path, overrides)
     task: TaskConfig = cfg["task"]
     base = Path(path).absolute().parent if path else Path.cwd()  # a symlinked recipe reads beside the link
-    fixed = {}
+    fixed: dict[str, Any] = {}
     for key in ("train", "dev", "eval"):
         value = getattr(task, key)
         if value and not Path(value).is_absolute():
@@ -114,7 +122,7 @@ class RunLock:
     def __init__(self, run_dir: Path) -> None:
         self.path = run_dir / LOCK
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
             try:
@@ -373,4 +381,4 @@ def format_summary(run_dir: str | Path) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["STAGES", "summary_rows", "format_summary", "Pipeline", "run_pipeline", "load_pipeline_config", "read_toml"]
+__all__ = ["STAGES", "Pipeline", "format_summary", "load_pipeline_config", "read_toml", "run_pipeline", "summary_rows"]

@@ -13,14 +13,19 @@ import json
 import os
 import random
 import tempfile
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from .artifacts import Manifest, write_artifact
 from .config import TokenizerConfig, to_dict
 from .data import read_dataset
 from .errors import DataError
-from .runtime.tokenizer import ALBERT_SPECIALS, TextTokenizer, albert_normalizer, albert_tokenizer_from_spm
+from .runtime.tokenizer import (
+    ALBERT_SPECIALS,
+    TextTokenizer,
+    albert_normalizer,
+    albert_tokenizer_from_spm,
+)
 
 
 def training_sentences(paths: Sequence[str | Path]) -> list[str]:

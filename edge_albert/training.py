@@ -14,9 +14,10 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -109,19 +110,28 @@ def model_inputs(model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, 
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, data: TokenizedSet, batch_size: int = 128) -> np.ndarray:
-    """Logits of a classifier over a whole set, in eval mode."""
+    """Logits of a classifier over a whole set, in eval mode, in the set's order.
+
+    Rows are run sorted by length so each batch pads little (SST-2 sentences are mostly short:
+    this is several times faster than batches in file order).
+    """
     was_training = model.training
     model.eval()
-    out = []
+    order = np.argsort(data.lengths, kind="stable")
+    out = np.zeros((len(data), 0), np.float32)
     for s in range(0, len(data), batch_size):
-        b = data.batch(np.arange(s, min(s + batch_size, len(data))))
-        out.append(model(**model_inputs(model, b)).logits.float().numpy())
+        idx = order[s:s + batch_size]
+        logits = model(**model_inputs(model, data.batch(idx))).logits.float().numpy()
+        if out.shape[1] == 0:
+            out = np.zeros((len(data), logits.shape[1]), np.float32)
+        out[idx] = logits
     model.train(was_training)
-    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+    return out
 
 
 def _param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, p in module.named_parameters():
         if not p.requires_grad:
             continue
@@ -233,7 +243,8 @@ class Trainer:
             return max(0.0, (self.total_steps - s) / max(1, self.total_steps - warm))
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
-        step, best = 0, {"score": -math.inf, "state": None, "metrics": {}, "step": 0}
+        step = 0
+        best: dict[str, Any] = {"score": -math.inf, "state": None, "metrics": {}, "step": 0}
         if resume and (self.ckpt_dir / CKPT).is_file():
             step, best = self._load(opt, sched)
             self._log({"resumed_from": step})

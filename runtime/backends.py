@@ -9,8 +9,8 @@ shared by many threads (calls then run one at a time; use one per thread for par
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -107,9 +107,9 @@ class OnnxRuntimeBackend(Backend):
 def _tflite_interpreter_module():
     """ai_edge_litert, then tflite_runtime, then tensorflow.lite: (module, name, version)."""
     try:
-        from ai_edge_litert import interpreter as mod  # type: ignore[import-not-found]
-
         from importlib import metadata
+
+        from ai_edge_litert import interpreter as mod  # type: ignore[import-not-found]
         try:
             version = metadata.version("ai-edge-litert")
         except metadata.PackageNotFoundError:
@@ -124,7 +124,7 @@ def _tflite_interpreter_module():
     except ImportError:
         pass
     try:
-        import tensorflow as tf  # noqa: F401  (only when nothing lighter is installed)
+        import tensorflow as tf
 
         return tf.lite, "tensorflow", tf.__version__
     except ImportError:

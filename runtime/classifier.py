@@ -10,9 +10,10 @@ model's maximum length exactly as the toolchain truncates.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import Any, Union
 
 import numpy as np
 
@@ -52,7 +53,7 @@ class Classifier:
     def load(cls, path: str | Path, *, model: str | None = None,
              tokenizer: str | Path | TextTokenizer | None = None, threads: int | None = None,
              backend: str | None = None, providers: Sequence[str] = ("cpu",),
-             verify: bool = True) -> "Classifier":
+             verify: bool = True) -> Classifier:
         """Load a model file, or one file (``model=``) of an artifact/bundle directory.
 
         ``tokenizer`` defaults to the model's directory; ``threads`` sets the interpreter's
@@ -128,7 +129,7 @@ class Classifier:
         """Raw logits, shape (len(texts), num_labels)."""
         if batch_size < 1:
             raise RuntimeBackendError(f"batch_size must be >= 1, got {batch_size}")
-        items = list(texts)
+        items: list = list(texts)
         out = []
         for s in range(0, len(items), batch_size):
             enc = self.encode(items[s:s + batch_size])

@@ -17,9 +17,9 @@ Imports: numpy, tokenizers, sentencepiece only.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -165,7 +165,7 @@ class TextTokenizer:
         self._max_length: int | None = None
 
     @classmethod
-    def load(cls, directory: str | Path) -> "TextTokenizer":
+    def load(cls, directory: str | Path) -> TextTokenizer:
         """Load a tokenizer directory (see the module docstring for what it may hold)."""
         from tokenizers import Tokenizer
 

@@ -13,12 +13,12 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from edge_albert.config import DistillConfig, FinetuneConfig  # noqa: E402
-from edge_albert.data import read_dataset  # noqa: E402
-from edge_albert.distill import PRESETS, flops_per_sequence, run_distill, student_config  # noqa: E402
-from edge_albert.errors import ConfigError, DataError  # noqa: E402
-from edge_albert.finetune import run_finetune  # noqa: E402
-from edge_albert.modeling import copy_tokenizer_files  # noqa: E402
+from edge_albert.config import DistillConfig, FinetuneConfig
+from edge_albert.data import read_dataset
+from edge_albert.distill import PRESETS, flops_per_sequence, run_distill, student_config
+from edge_albert.errors import ConfigError, DataError
+from edge_albert.finetune import run_finetune
+from edge_albert.modeling import copy_tokenizer_files
 
 FAST = dict(max_steps=48, batch_size=16, max_length=32, learning_rate=3e-3, eval_every=16,
             checkpoint_every=0, seed=3, threads=1, warmup_ratio=0.0)

@@ -2,9 +2,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from edge_albert.errors import ModelError  # noqa: E402
-from edge_albert.modeling import (  # noqa: E402
-    SHAPES, albert_config, build_albert_classifier, describe_model, load_classifier, parameter_count,
+from edge_albert.errors import ModelError
+from edge_albert.modeling import (
+    SHAPES,
+    albert_config,
+    build_albert_classifier,
+    describe_model,
+    load_classifier,
+    parameter_count,
     resolve_model,
 )
 

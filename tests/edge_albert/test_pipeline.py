@@ -14,11 +14,11 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("tensorflow")
 
-from click.testing import CliRunner  # noqa: E402
+from click.testing import CliRunner
 
-from edge_albert.cli import cli  # noqa: E402
-from edge_albert.errors import ArtifactError, ConfigError  # noqa: E402
-from edge_albert.pipeline import STAGES, RunLock, load_pipeline_config, run_pipeline  # noqa: E402
+from edge_albert.cli import cli
+from edge_albert.errors import ArtifactError, ConfigError
+from edge_albert.pipeline import STAGES, RunLock, load_pipeline_config, run_pipeline
 
 TINY = """
 [task]

@@ -9,9 +9,9 @@ import threading
 
 import numpy as np
 import pytest
+from edge_albert.runtime import Classifier, model_files
 
 from edge_albert.errors import ArtifactError, RuntimeBackendError
-from edge_albert.runtime import Classifier, model_files
 
 TEXTS = ["the film is charming .", "the plot drags , and the cast is dull .", "", "   ",
          "the music " * 200]

@@ -4,9 +4,9 @@ import shutil
 
 import numpy as np
 import pytest
+from edge_albert.runtime.tokenizer import TextTokenizer, pick_bucket
 
 from edge_albert.errors import TokenizerError
-from edge_albert.runtime.tokenizer import TextTokenizer, pick_bucket
 
 
 def test_albert_ids_and_specials(tiny_tokenizer):

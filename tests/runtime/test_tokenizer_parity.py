@@ -8,9 +8,9 @@ import shutil
 import time
 
 import pytest
+from edge_albert.runtime.tokenizer import TextTokenizer
 
 from edge_albert.data import read_dataset
-from edge_albert.runtime.tokenizer import TextTokenizer
 
 pytestmark = pytest.mark.realdata
 MAX_LEN = 128
