@@ -253,7 +253,7 @@ class Pipeline:
         if task.builtin:
             from .demo_task import write_demo_task
 
-            d = self.run / "data"
+            d = self.run / "data" / task.builtin  # the report names the task after this folder
             paths = write_demo_task(d, seed=task.seed, n_train=task.builtin_train_rows,
                                     n_dev=task.builtin_dev_rows)
             return {"train": paths["train"], "dev": paths["dev"], "eval": paths["dev"]}
