@@ -155,3 +155,38 @@ def test_killed_during_distillation_resumes(tmp_path):
     assert resumed and resumed[0] >= 20
     assert [s for s in STAGES if (run / s / "manifest.json").is_file()] == [
         "tokenizer", "teacher", "student", "convert", "validate"]
+
+
+def test_ctrl_c_during_distillation_exits_cleanly(tmp_path):
+    cfg = recipe(tmp_path, distill_steps=400, ckpt=20)
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "edge_albert", "pipeline", str(cfg), "--run-dir",
+                             str(run)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    ckpt = run / "student.partial" / "checkpoint.pt"
+    deadline = time.time() + 240
+    while not ckpt.is_file() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert "error: interrupted" in err and "Traceback" not in err
+    assert ckpt.is_file() and not (run / "student").exists()  # resumable, nothing half-written
+    assert not (run / ".lock").exists()
+
+
+def test_demo_command_runs_the_packaged_recipe(tmp_path):
+    sets = ["task.builtin_train_rows=240", "task.builtin_dev_rows=48", "teacher.scratch_shape=tiny",
+            "teacher.scratch_vocab_size=200", "finetune.max_steps=20", "finetune.max_length=24",
+            "distill.max_steps=20", "distill.max_length=24", "convert.formats=onnx",
+            "convert.precisions=fp32", "convert.buckets=[24]", "validate.latency_runs=2",
+            "validate.batch_sizes=[1]", "bundle.target=rpi"]
+    args = ["demo", "--run-dir", str(tmp_path / "demo")]
+    for s in sets:
+        args += ["--set", s]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    assert "report: " in r.output and (tmp_path / "demo" / "validate" / "report.html").is_file()
+    assert (tmp_path / "demo" / "bundle" / "run.sh").is_file()
+    assert "model.fp32.onnx" in r.output
