@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=Path, default=REPO / "runs")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--threads", type=int, default=2, help="torch threads (1 when sharing the CPU)")
+    ap.add_argument("--tag", default="", help="name a variant run: student-<preset>-<tag>")
     ap.add_argument("--set", dest="overrides", action="append", default=[],
                     help="override a distill setting, e.g. --set epochs=1")
     args = ap.parse_args(argv)
@@ -85,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         recipe = {**DISTILL[args.task], "student": preset, "seed": args.seed, "threads": args.threads,
                   **overrides}
         cfg = from_mapping(DistillConfig, recipe, section="distill")
-        out = run_dir / f"student-{preset}"
+        key = f"{preset}-{args.tag}" if args.tag else preset
+        out = run_dir / f"student-{key}"
         t0 = time.time()
         if not (out / "manifest.json").is_file():
             run_distill(cfg, teacher_dir, train, dev, out, resume=True)
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         row["recipe"] = recipe
         # re-read before writing: several presets may be distilled by parallel processes
         latest = json.loads(results_path.read_text()) if results_path.is_file() else results
-        latest.setdefault("students", {})[preset] = row
+        latest.setdefault("students", {})[key] = row
         _write(results_path, latest)
     return 0
 
