@@ -82,6 +82,9 @@ class ConvertConfig:
     fallback_nodes: tuple[str, ...] = ()
     parity_examples: int = 256
     ort_target: str = "arm"
+    # ONNX precisions that also get fixed-shape copies (batch 1 x each bucket) under fixed/:
+    # NNAPI, XNNPACK and CoreML want static shapes
+    fixed_shapes: tuple[Precision, ...] = (Precision.FP32, Precision.INT8_STATIC)
     threads: int = 2
     seed: int = 0
 
@@ -89,6 +92,7 @@ class ConvertConfig:
         set_ = object.__setattr__
         set_(self, "formats", _enum_tuple(Format, self.formats, "convert.formats"))
         set_(self, "precisions", _enum_tuple(Precision, self.precisions, "convert.precisions"))
+        set_(self, "fixed_shapes", _enum_tuple(Precision, self.fixed_shapes, "convert.fixed_shapes"))
         set_(self, "fallbacks", _enum_tuple(Fallback, self.fallbacks, "convert.fallbacks"))
         set_(self, "calibration_method", CalibrationMethod(self.calibration_method))
         set_(self, "activation_type", IntType(self.activation_type))
@@ -394,6 +398,51 @@ class _Converter:
                                    " valid; the manifest's census lists the weight ops")
 
     # -- ONNX and ORT -----------------------------------------------------------------------
+    def fixed_shape_files(self, scratch: Path, written: list[Precision]) -> None:
+        """``fixed/model.<precision>.b1x<L>.onnx``: the dynamic file with every input pinned to
+        [1, L] for each bucket L, checked row by row against the dynamic file."""
+        precs = [p for p in self.config.fixed_shapes if p in written]
+        if not precs:
+            return
+        import onnx
+        import onnxruntime as ort
+        from onnxruntime.tools.onnx_model_utils import fix_output_shapes, make_input_shape_fixed
+
+        (self.w.path / "fixed").mkdir(exist_ok=True)
+        rows = [(b["input_ids"][i:i + 1], b["attention_mask"][i:i + 1], b["token_type_ids"][i:i + 1])
+                for b in self.batches for i in range(len(b["input_ids"]))][:16]
+        for p in precs:
+            src = scratch / model_filename(Format.ONNX, p)
+            dyn = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"])
+            for length in self.spec.buckets:
+                model = onnx.load(str(src))
+                for inp in model.graph.input:
+                    make_input_shape_fixed(model.graph, inp.name, [1, length])
+                fix_output_shapes(model)
+                name = f"fixed/model.{p.value}.b1x{length}.onnx"
+                onnx.save(model, str(self.w.path / name))
+                fixed = ort.InferenceSession(str(self.w.path / name), providers=["CPUExecutionProvider"])
+                worst = 0.0
+                for ids, mask, types in rows:
+                    n = int(mask.sum())
+                    if n > length:
+                        continue
+                    feed = {}
+                    for key, arr in (("input_ids", ids), ("attention_mask", mask),
+                                     ("token_type_ids", types)):
+                        padded = np.zeros((1, length), dtype=np.int64)
+                        padded[0, :n] = arr[0, :n]
+                        feed[key] = padded
+                    a = fixed.run(None, feed)[0]
+                    b = dyn.run(None, feed)[0]
+                    worst = max(worst, float(np.abs(a - b).max()))
+                if worst > 1e-4:
+                    raise ConversionError(f"{name} differs from its dynamic-shape source by"
+                                          f" {worst:.2e} (> 1e-4)", where=name)
+                self.w.describe(name, format=Format.ONNX.value, precision=p.value,
+                                fixed_shape=[1, length], seq_len=length, buckets=[length],
+                                source=src.name, max_abs_diff_vs_dynamic=worst)
+
     def onnx_files(self, scratch: Path, precs: list[Precision],
                    plan: list[tuple[Format, Precision]]) -> None:
         from .onnx_quant import quantize_dynamic, quantize_static
@@ -424,6 +473,7 @@ class _Converter:
                                                     target_platform=c.ort_target))
             shutil.copyfile(scratch / CONFIG_NAME, self.w.path / CONFIG_NAME)
             self.w.describe(CONFIG_NAME, kind="onnxruntime reduced-build operator config")
+        self.fixed_shape_files(scratch, [p for f, p in plan if f is Format.ONNX])
         for fmt, p in plan:
             if fmt not in (Format.ONNX, Format.ORT):
                 continue

@@ -34,6 +34,7 @@ class Backend:
         self.path = path
         self.input_names: list[str] = []
         self.fixed_length: int | None = None
+        self.fixed_batch: int | None = None  # set when the file pins its batch size
         self._lock = threading.Lock()
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
@@ -90,6 +91,7 @@ class OnnxRuntimeBackend(Backend):
         self._dtypes = {i.name: (np.int32 if "int32" in i.type else np.int64) for i in ins}
         seq = ins[0].shape[1] if len(ins[0].shape) > 1 else None
         self.fixed_length = seq if isinstance(seq, int) else None
+        self.fixed_batch = ins[0].shape[0] if isinstance(ins[0].shape[0], int) else None
         self._out = self.session.get_outputs()[0].name
 
     def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:

@@ -74,18 +74,21 @@ class Classifier:
             file = directory / model
         else:
             file, directory = path, path.parent
+            if not (directory / MANIFEST).is_file() and (directory.parent / MANIFEST).is_file():
+                directory = directory.parent  # e.g. an artifact's fixed/ shape variants
         if not file.is_file():
             raise RuntimeBackendError("model file does not exist", where=file)
         manifest: Manifest | None = None
         meta: dict[str, Any] = {}
         if (directory / MANIFEST).is_file():
             manifest = load_manifest(directory)
-            if file.name not in manifest.files:
+            rel = file.resolve().relative_to(directory.resolve()).as_posix()
+            if rel not in manifest.files:
                 raise ArtifactError("model file is not listed in the directory's manifest.json",
                                     where=file)
             if verify:
-                verify_file(manifest, file.name)
-            meta = dict(manifest.files[file.name])
+                verify_file(manifest, rel)
+            meta = dict(manifest.files[rel])
         be = open_backend(file, threads=threads, backend=backend, providers=providers)
         tok = tokenizer if isinstance(tokenizer, TextTokenizer) else TextTokenizer.load(
             tokenizer or directory)
@@ -130,6 +133,8 @@ class Classifier:
         if batch_size < 1:
             raise RuntimeBackendError(f"batch_size must be >= 1, got {batch_size}")
         items: list = list(texts)
+        if self.backend.fixed_batch:
+            batch_size = self.backend.fixed_batch  # a file with a pinned batch size
         out = []
         for s in range(0, len(items), batch_size):
             enc = self.encode(items[s:s + batch_size])

@@ -387,3 +387,26 @@ def test_full_int8_tflite_keeps_a_trained_models_accuracy(trained_int8):
     assert sum(o.reads_int8 for o in ops if o.op == "BATCH_MATMUL") == 4  # Q.K^T, P.V in int8
     recipe = trained_int8.files["model.int8-static.tflite"]["recipe"]
     assert "softmax" in recipe["float_fallbacks"] and "warning" not in recipe
+
+
+def test_fixed_shape_onnx_variants_per_bucket(converted, tokenizer_dir):
+    """fixed/model.<precision>.b1x<L>.onnx pin every input to [1, L] and match the dynamic file."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from edge_albert.runtime import Classifier
+
+    m = converted
+    fixed = sorted(n for n in m.files if n.startswith("fixed/"))
+    assert set(fixed) == {f"fixed/model.{p}.b1x{b}.onnx" for p in ("fp32", "int8-static")
+                          for b in (32, 64, 128)}
+    for name in fixed:
+        sess = ort.InferenceSession(str(m.path / name), providers=["CPUExecutionProvider"])
+        length = m.files[name]["fixed_shape"][1]
+        assert all(i.shape == [1, length] for i in sess.get_inputs())
+        assert m.files[name]["max_abs_diff_vs_dynamic"] <= 1e-4
+    texts = ["the film is charming .", "a dull , tired mess of a plot ."]
+    ref = Classifier.load(m.path, model="model.fp32.onnx").logits(texts)
+    clf = Classifier.load(m.path / "fixed" / "model.fp32.b1x32.onnx")
+    assert clf.backend.fixed_batch == 1 and clf.max_length == 32
+    np.testing.assert_allclose(clf.logits(texts, batch_size=8), ref, atol=1e-4)
