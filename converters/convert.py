@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from ..artifacts import Manifest, write_artifact
+from ..artifacts import Manifest, check_new_output, write_artifact
 from ..config import to_dict
-from ..errors import ArtifactError, ConfigError, ConversionError
+from ..errors import ConfigError, ConversionError
 from .calibration import DEFAULT_SIZE, CalibrationSet
 from .spec import (
     DEFAULT_BUCKETS,
@@ -180,9 +180,7 @@ def _check_inputs(config: ConvertConfig, calibration: str | Path | None,
         raise ConfigError("int8-static needs calibration text", key="--calibration",
                           hint="pass --calibration DATA (a labelled TSV/CSV/JSONL of the task), or"
                                " leave int8-static out of --precisions")
-    if out_dir.exists() and not force:
-        raise ArtifactError("output directory already exists", where=out_dir,
-                            hint="pass --force to replace it, or choose another --out")
+    check_new_output(out_dir, force)
 
 
 def load_source(model_dir: Path, spec: ExportSpec, *, formats: tuple[Format, ...]):

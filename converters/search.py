@@ -35,9 +35,9 @@ from typing import Any
 
 import numpy as np
 
-from ..artifacts import Manifest, write_artifact
+from ..artifacts import Manifest, check_new_output, write_artifact
 from ..config import to_dict
-from ..errors import AccuracyGateError, ArtifactError, ConfigError, ConversionError, DataError
+from ..errors import AccuracyGateError, ConfigError, ConversionError, DataError
 from .calibration import DEFAULT_SIZE
 from .spec import (
     DEFAULT_BUCKETS,
@@ -485,12 +485,6 @@ def _gate_error(search: _Search, plan: dict[Format, list[Recipe]], max_drop: flo
         raise exc
 
 
-def _check_out(out_dir: Path, force: bool) -> None:
-    if out_dir.exists() and not force:
-        raise ArtifactError("output directory already exists", where=out_dir,
-                            hint="pass --force to replace it, or choose another --out")
-
-
 def _without_dev_rows(cal_ds, dev_ds):
     """The calibration rows that are not dev rows, and how many were dropped."""
     dev = set(zip(dev_ds.texts, dev_ds.pairs or [None] * len(dev_ds)))
@@ -519,7 +513,7 @@ def run_search(config: SearchConfig, model_dir: str | Path, out_dir: str | Path,
     from .parity import gate, torch_logits
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
-    _check_out(out_dir, force)
+    check_new_output(out_dir, force)
     plan = config.plan()
     spec = config.spec
     model, tok, labels, params = load_source(model_dir, spec, formats=tuple(plan))

@@ -225,6 +225,17 @@ class ArtifactWriter:
         return manifest
 
 
+def check_new_output(out_dir: str | Path, force: bool) -> None:
+    """ArtifactError when ``out_dir`` exists and ``force`` is off.
+
+    Stages call it before their long work, so a run does not train for an hour and then refuse.
+    """
+    out = Path(out_dir)
+    if out.exists() and not force:
+        raise ArtifactError("output directory already exists", where=out,
+                            hint="pass --force to replace it, or choose another --out")
+
+
 @contextlib.contextmanager
 def write_artifact(
     out_dir: str | Path,
@@ -241,9 +252,7 @@ def write_artifact(
     temporary directory is removed and ``out_dir`` is left as it was.
     """
     out = Path(out_dir)
-    if out.exists() and not force:
-        raise ArtifactError("output directory already exists", where=out,
-                            hint="pass --force to replace it, or choose another --out")
+    check_new_output(out, force)
     parent = out.resolve().parent
     try:
         parent.mkdir(parents=True, exist_ok=True)

@@ -33,10 +33,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .artifacts import Manifest, sha256_file, write_artifact
+from .artifacts import Manifest, check_new_output, sha256_file, write_artifact
 from .config import DistillConfig, to_dict
 from .data import Dataset
-from .errors import ArtifactError, ConfigError, DataError
+from .errors import ConfigError, DataError
 from .finetune import check_task, partial_dir
 from .modeling import (
     AlbertShape,
@@ -320,9 +320,7 @@ def run_distill(cfg: DistillConfig, teacher_dir: str | Path, train: Dataset, dev
                 stop_after: int | None = None) -> Manifest | None:
     """Distil the classifier in ``teacher_dir`` into an ALBERT student written to ``out_dir``."""
     out = Path(out_dir)
-    if out.exists() and not force:
-        raise ArtifactError("output directory already exists", where=out,
-                            hint="pass --force to replace it, or choose another --out")
+    check_new_output(out, force)
     names = check_task(train, dev)
     quiet_transformers()
     teacher = load_classifier(teacher_dir)

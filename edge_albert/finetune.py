@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .artifacts import Manifest, write_artifact
+from .artifacts import Manifest, check_new_output, write_artifact
 from .config import FinetuneConfig, to_dict
 from .data import Dataset
 from .errors import DataError
@@ -74,12 +74,9 @@ def run_finetune(cfg: FinetuneConfig, model_name: str | Path, train: Dataset, de
                  out_dir: str | Path, *, resume: bool = False, force: bool = False,
                  progress: bool = True, stop_after: int | None = None) -> Manifest | None:
     """Fine-tune ``model_name`` on ``train``, keep the best state on ``dev``, write ``out_dir``."""
-    from .errors import ArtifactError
 
     out = Path(out_dir)
-    if out.exists() and not force:
-        raise ArtifactError("output directory already exists", where=out,
-                            hint="pass --force to replace it, or choose another --out")
+    check_new_output(out, force)
     names = check_task(train, dev)
     name = resolve_model(model_name)
     tok_dir = Path(name) if Path(name).is_dir() else None

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from .artifacts import MANIFEST, Manifest, load_manifest, sha256_file, verify
+from .artifacts import MANIFEST, Manifest, check_new_output, load_manifest, sha256_file, verify
 from .errors import (
     ArtifactError,
     ConfigError,
@@ -609,9 +609,7 @@ def run_validate(config: ValidateConfig, artifacts: Sequence[str | Path], data: 
     from .runtime import Classifier
 
     out_dir = Path(out_dir)
-    if out_dir.exists() and not force:
-        raise ArtifactError("output directory already exists", where=out_dir,
-                            hint="pass --force to replace it, or choose another --out")
+    check_new_output(out_dir, force)
     arts = _open_artifacts(artifacts)
     ds = read_dataset(data)
     ref = resolve_reference(reference, arts[0].path, arts[0].manifest)
