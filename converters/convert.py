@@ -434,9 +434,12 @@ class _Converter:
                     a = fixed.run(None, feed)[0]
                     b = dyn.run(None, feed)[0]
                     worst = max(worst, float(np.abs(a - b).max()))
-                if worst > 1e-4:
-                    raise ConversionError(f"{name} differs from its dynamic-shape source by"
-                                          f" {worst:.2e} (> 1e-4)", where=name)
+                # same graph, pinned shapes: fp32 must match; int8 kernels may pick other
+                # (fused) paths once shapes are static, so allow int8 rounding differences
+                limit = 1e-4 if p is Precision.FP32 else 1e-2
+                if worst > limit:
+                    raise ConversionError(f"differs from its dynamic-shape source by {worst:.2e}"
+                                          f" (> {limit:g})", where=name)
                 self.w.describe(name, format=Format.ONNX.value, precision=p.value,
                                 fixed_shape=[1, length], seq_len=length, buckets=[length],
                                 source=src.name, max_abs_diff_vs_dynamic=worst)

@@ -404,7 +404,8 @@ def test_fixed_shape_onnx_variants_per_bucket(converted, tokenizer_dir):
         sess = ort.InferenceSession(str(m.path / name), providers=["CPUExecutionProvider"])
         length = m.files[name]["fixed_shape"][1]
         assert all(i.shape == [1, length] for i in sess.get_inputs())
-        assert m.files[name]["max_abs_diff_vs_dynamic"] <= 1e-4
+        limit = 1e-4 if ".fp32." in name else 1e-2
+        assert m.files[name]["max_abs_diff_vs_dynamic"] <= limit
     texts = ["the film is charming .", "a dull , tired mess of a plot ."]
     ref = Classifier.load(m.path, model="model.fp32.onnx").logits(texts)
     clf = Classifier.load(m.path / "fixed" / "model.fp32.b1x32.onnx")
