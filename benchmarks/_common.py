@@ -1,0 +1,133 @@
+"""Shared pieces of the benchmark scripts: machine facts, the --quick model, real inputs, timing.
+
+Every script measures its candidates *side by side in one run*: rounds interleave the
+candidates, so a noisy neighbour on the machine slows all of them alike and the ratios hold.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+DATA = REPO.parent / "shared" / "data"
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def machine() -> dict[str, Any]:
+    """CPU model, core count, OS and the versions of the libraries that ran the models."""
+    cpu = platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for mod in ("numpy", "torch", "onnxruntime", "ai_edge_litert", "tensorflow"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except Exception:  # not installed, or no __version__
+            continue
+    return {"cpu": cpu, "cores": os.cpu_count(), "os": platform.platform(),
+            "python": platform.python_version(), "versions": versions}
+
+
+def quick_setup(work: Path) -> dict[str, Path]:
+    """A tiny random ALBERT, its tokenizer and a generated task: the --quick modes' subject."""
+    from edge_albert.config import TokenizerConfig
+    from edge_albert.demo_task import write_demo_task
+    from edge_albert.modeling import init_model_dir
+    from edge_albert.tokenizer_train import train_tokenizer, training_sentences
+
+    work.mkdir(parents=True, exist_ok=True)
+    task = work / "task"
+    if not (task / "dev.tsv").is_file():
+        write_demo_task(task, n_train=300, n_dev=64)
+    tok, model = work / "tok", work / "model"
+    if not (tok / "spiece.model").is_file():
+        train_tokenizer(TokenizerConfig(vocab_size=300), training_sentences([task / "train.tsv"]),
+                        tok)
+    if not (model / "manifest.json").is_file():
+        from edge_albert.data import read_dataset
+
+        names = read_dataset(task / "train.tsv").label_names()
+        init_model_dir("tiny", tok, model, label_names=names, seed=0)
+    return {"model": model, "train": task / "train.tsv", "dev": task / "dev.tsv"}
+
+
+def feeds_at(tokenizer: Any, texts: Sequence[str], *, seq: int, batch: int,
+             n_batches: int = 4) -> list[dict[str, np.ndarray]]:
+    """Real texts encoded and padded (or truncated) to exactly ``seq`` tokens, ``batch`` rows each.
+
+    Texts shorter than ``seq`` are repeated until they fill it, so a length-128 input carries
+    128 real tokens (models cost the same either way; parity of masks is checked elsewhere).
+    """
+    out = []
+    for b in range(n_batches):
+        rows = [texts[(b * batch + r) % len(texts)] for r in range(batch)]
+        rows = [" ".join([t] * (1 + 4 * seq // max(len(t.split()), 1))) for t in rows]
+        enc = tokenizer.encode(rows, max_length=seq, pad_to=seq)
+        out.append({k: np.ascontiguousarray(v) for k, v in enc.as_dict().items()})
+    return out
+
+
+def interleaved(runners: Mapping[str, Callable[[], Any]], *, rounds: int = 5,
+                min_calls: int = 3, budget_s: float = 2.0) -> dict[str, list[float]]:
+    """Time every runner in turn, ``rounds`` times; seconds per call, per runner.
+
+    Each round gives every runner ``budget_s / rounds`` seconds (at least ``min_calls`` calls),
+    so slow and fast candidates are sampled in the same minutes of the machine's life.
+    """
+    for fn in runners.values():  # warm-up: allocations, kernel selection, caches
+        fn()
+        fn()
+    samples: dict[str, list[float]] = {k: [] for k in runners}
+    per_round = budget_s / max(rounds, 1)
+    for _ in range(rounds):
+        for name, fn in runners.items():
+            start = time.perf_counter()
+            calls = 0
+            while calls < min_calls or time.perf_counter() - start < per_round:
+                t0 = time.perf_counter()
+                fn()
+                samples[name].append(time.perf_counter() - t0)
+                calls += 1
+    return samples
+
+
+def stats_ms(samples: Sequence[float]) -> dict[str, float]:
+    """Median, p90 and p99 in milliseconds, and the number of calls."""
+    a = np.asarray(samples, dtype=np.float64) * 1000.0
+    return {"p50_ms": round(float(np.median(a)), 4), "p90_ms": round(float(np.percentile(a, 90)), 4),
+            "p99_ms": round(float(np.percentile(a, 99)), 4), "calls": int(a.size)}
+
+
+def torch_runner(model: Any, feed: Mapping[str, np.ndarray]) -> Callable[[], Any]:
+    """One no-grad forward pass of a transformers classifier on numpy feeds."""
+    import torch
+
+    tfeed = {k: torch.from_numpy(np.asarray(feed[k], dtype=np.int64)) for k in INPUTS}
+    if getattr(model.config, "model_type", "") in ("distilbert", "roberta"):
+        tfeed.pop("token_type_ids")
+
+    def run() -> Any:
+        with torch.inference_mode():
+            return model(**tfeed).logits
+
+    return run
+
+
+def write_results(out_dir: Path, stem: str, result: dict[str, Any], markdown: str) -> None:
+    """``<stem>.json`` and ``<stem>.md`` under ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out_dir / f"{stem}.md").write_text(markdown)

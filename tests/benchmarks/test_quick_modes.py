@@ -1,0 +1,91 @@
+"""The benchmark scripts' ``--quick`` modes run end to end on a tiny model, so they cannot rot.
+
+They share one work directory (the tiny model and its converted files are built once)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def load(name: str):
+    sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("onnxruntime")
+    return tmp_path_factory.mktemp("bench-work")
+
+
+@pytest.mark.slow
+def test_quick_matrix_measures_every_file_at_every_cell(tmp_path, work):
+    result = load("latency_matrix").main(["--quick", "--out-dir", str(tmp_path), "--work",
+                                          str(work)])
+    saved = json.loads((tmp_path / "latency_matrix.quick.json").read_text())
+    assert saved["headline"] == json.loads(json.dumps(result["headline"]))
+    models = saved["models"]
+    want = {"teacher torch fp32", "teacher onnx fp32", "student torch fp32"} | {
+        "student " + f.removeprefix("model.") for f in load("latency_matrix").STUDENT_FILES}
+    assert set(models) == want
+    for name, m in models.items():
+        assert 0.0 <= m["accuracy"] <= 1.0 and m["size_bytes"] > 0, name
+        assert m["rss"]["peak_rss_mb"] > m["rss"]["baseline_rss_mb"] > 0, name
+    # the fp32 files compute what torch computes: same predictions on every dev row
+    for name in ("teacher onnx fp32", "student fp32.onnx", "student fp32.tflite"):
+        assert models[name]["agreement_with_torch"] == 1.0, name
+    assert models["student int8-dynamic.onnx"]["size_bytes"] < models["student fp32.onnx"]["size_bytes"]
+    cells = {(c["model"], c["seq"], c["batch"]) for c in saved["cells"]}
+    assert cells == {(m, s, b) for m in want for s in (16, 32) for b in (1, 2)}
+    assert all(c["p90_ms"] >= c["p50_ms"] > 0 and c["rows_per_s"] > 0 for c in saved["cells"])
+    assert "| student int8-static.tflite |" in (tmp_path / "latency_matrix.quick.md").read_text()
+    assert (tmp_path / "latency_matrix.quick.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_quick_roofline_counts_work_and_measures_peaks(tmp_path, work):
+    result = load("roofline").main(["--quick", "--out-dir", str(tmp_path), "--work", str(work)])
+    saved = json.loads((tmp_path / "roofline.quick.json").read_text())
+    kernels = {r["kernel"] for r in saved["peaks"]}
+    assert {"torch fp32 mm", "onnxruntime int8 MatMulInteger"} <= kernels
+    assert all(r["gops"] > 0 for r in saved["peaks"])
+    flops = result["flops"]
+    # the flop counter's total is the analytical count of the same forward pass
+    from transformers import AutoConfig
+
+    from edge_albert.distill import flops_per_sequence
+
+    cfg = AutoConfig.from_pretrained(work / "model")
+    assert flops[1]["weight_gemm"] > 0 and flops[8]["total"] == 8 * flops[1]["total"]
+    assert abs(flops[1]["total"] - flops_per_sequence(cfg, 32)) / flops[1]["total"] < 0.05
+    files = {r["file"] for r in saved["rows"]}
+    assert {"model.fp32.onnx", "model.int8-dynamic.onnx", "model.int8-static.tflite"} <= files
+    for r in saved["rows"]:
+        assert r["fraction_of_peak"] > 0 and r["achieved_gops"] > 0
+        assert (r["int8_gops"] > 0) == ("int8" in r["file"])
+    assert (tmp_path / "roofline.quick.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_quick_scaling_sweeps_length_and_batch(tmp_path, work):
+    load("scaling").main(["--quick", "--out-dir", str(tmp_path), "--work", str(work)])
+    saved = json.loads((tmp_path / "scaling.quick.json").read_text())
+    assert set(saved["backends"]) == set(load("scaling").BACKENDS)
+    for name, b in saved["backends"].items():
+        assert "error" not in b["sequence"] and "error" not in b["batch"], name
+        assert [p["seq"] for p in b["sequence"]["points"]] == [16, 32, 64]
+        assert [p["batch"] for p in b["batch"]["points"]] == [1, 2, 4]
+        peaks = [p["peak_rss_mb"] for p in b["batch"]["points"]]
+        assert peaks == sorted(peaks) and peaks[0] > b["batch"]["baseline_rss_mb"]
+    assert (tmp_path / "scaling.quick.png").stat().st_size > 10_000
