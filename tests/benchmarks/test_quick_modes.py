@@ -89,3 +89,18 @@ def test_quick_scaling_sweeps_length_and_batch(tmp_path, work):
         peaks = [p["peak_rss_mb"] for p in b["batch"]["points"]]
         assert peaks == sorted(peaks) and peaks[0] > b["batch"]["baseline_rss_mb"]
     assert (tmp_path / "scaling.quick.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_quick_soak_records_rss_and_latency_per_window(tmp_path, work):
+    load("soak").main(["--quick", "--out-dir", str(tmp_path), "--work", str(work),
+                       "--files", "model.int8-dynamic.onnx,model.int8-dynamic.tflite"])
+    saved = json.loads((tmp_path / "soak.quick.json").read_text())
+    assert [r["file"] for r in saved["backends"]] == ["model.int8-dynamic.onnx",
+                                                      "model.int8-dynamic.tflite"]
+    for r in saved["backends"]:
+        assert "error" not in r, r
+        assert r["calls"] == 2000 and [w["calls"] for w in r["windows"]] == [500, 1000, 1500, 2000]
+        assert r["end_rss_mb"] == r["windows"][-1]["rss_mb"] and r["start_rss_mb"] > 0
+        assert r["p99_drift"] == pytest.approx(r["p99_last_ms"] / r["p99_first_ms"], rel=1e-2)
+    assert "| model.int8-dynamic.tflite |" in (tmp_path / "soak.quick.md").read_text()
