@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import sys
 import types
 import typing
@@ -113,13 +114,13 @@ def _coerce(value: Any, tp: Any, *, key: str, where: str | None) -> Any:
     if tp is float:
         if isinstance(value, bool):
             raise bad("a number")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
+        if isinstance(value, (int, float, str)):
             try:
-                return float(value)
-            except ValueError:
-                pass
+                f = float(value)
+            except (ValueError, OverflowError):  # not a number; an integer beyond float's range
+                raise bad("a number") from None
+            if not math.isnan(f):  # NaN is never a setting
+                return f
         raise bad("a number")
     if tp is str:
         if isinstance(value, str):
@@ -136,6 +137,11 @@ def _coerce(value: Any, tp: Any, *, key: str, where: str | None) -> Any:
     raise ConfigError(f"unsupported config field type {tp!r}", where=where, key=key)
 
 
+def _shown(name: str) -> str:
+    """A key for a one-line message: one with a newline or control character shown as repr."""
+    return name if name.isprintable() else repr(name)
+
+
 def from_mapping(cls: type[T], data: Mapping[str, Any], *, where: str | None = None,
                  section: str | None = None) -> T:
     """Build the frozen dataclass ``cls`` from a mapping, strictly."""
@@ -144,7 +150,7 @@ def from_mapping(cls: type[T], data: Mapping[str, Any], *, where: str | None = N
     fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     kwargs: dict[str, Any] = {}
     for k, v in data.items():
-        key = f"{section}.{k}"
+        key = f"{section}.{_shown(k)}"
         if k not in fields:
             raise ConfigError(f"unknown key (valid keys: {', '.join(sorted(fields))})",
                               where=where, key=key)
@@ -153,6 +159,10 @@ def from_mapping(cls: type[T], data: Mapping[str, Any], *, where: str | None = N
         return cls(**kwargs)
     except ValueError as exc:  # a __post_init__ check
         raise ConfigError(str(exc), where=where, key=section) from None
+    except ConfigError as exc:  # a __post_init__ check that names its key: add the file
+        if exc.where is not None or where is None:
+            raise
+        raise ConfigError(exc.message, where=where, key=exc.key, hint=exc.hint) from None
 
 
 def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, dict[str, Any]]:
@@ -167,7 +177,7 @@ def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, dict[str, A
         section, key = dotted.strip().split(".", 1)
         try:
             value: Any = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
+        except (ValueError, RecursionError):  # TOMLDecodeError, a huge integer, deep nesting
             value = raw
         out.setdefault(section, {})[key] = value
     return out
@@ -201,6 +211,11 @@ def read_toml(path: str | Path) -> dict[str, Any]:
                 line = None
             msg = msg.split(" (at line ", 1)[0]
         raise ConfigError(f"TOML syntax error: {msg}", where=path, line=line) from None
+    except ValueError as exc:  # an integer of more than 4300 digits
+        raise ConfigError(f"TOML value error: {str(exc).split(':')[0]}", where=path) from None
+    except RecursionError:
+        raise ConfigError("TOML syntax error: arrays or tables nested too deeply",
+                          where=path) from None
 
 
 def load_sections(
@@ -218,12 +233,12 @@ def load_sections(
     for section, values in parse_overrides(overrides).items():
         data.setdefault(section, {})
         if not isinstance(data[section], dict):
-            raise ConfigError("is not a table", where=where, key=section)
+            raise ConfigError("is not a table", where=where, key=_shown(section))
         data[section].update(values)
     unknown = set(data) - set(schema)
     if unknown:
         raise ConfigError(f"unknown section (valid sections: {', '.join(sorted(schema))})",
-                          where=where, key=sorted(unknown)[0])
+                          where=where, key=_shown(min(unknown)))
     out: dict[str, Any] = {}
     for section, cls in schema.items():
         values = data.get(section, {})

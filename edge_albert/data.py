@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ PAIR_COLUMNS = (
 SINGLE_COLUMNS = ("sentence", "text", "content", "review", "document")
 LABEL_COLUMNS = ("label", "Quality", "labels", "class", "target", "intent")
 EXTENSIONS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+_LINE_END = re.compile(r"\r\n|\r|\n")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -89,8 +92,10 @@ def _decode(raw: bytes, path: Path) -> str:
         return raw[bom:].decode("utf-8")
     except UnicodeDecodeError as exc:
         start = exc.start + bom
-        line = raw.count(b"\n", 0, start) + 1
-        col = start - (raw.rfind(b"\n", 0, start) + 1)
+        # lines end in \n, \r\n or a bare \r, as the CSV and JSONL readers count them
+        before = raw[:start].replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        line = before.count(b"\n") + 1
+        col = len(before) - (before.rfind(b"\n") + 1)
         raise DataError(f"invalid UTF-8 at byte {col} of the line (file offset {start}):"
                         " expected UTF-8 text", where=path, line=line) from None
 
@@ -99,6 +104,9 @@ def _rows(path: Path, fmt: str, text: str) -> tuple[list[str], list[tuple[int, l
     """Header and (line number, cells) rows of a delimited file."""
     delimiter = "\t" if fmt == "tsv" else ","
     quoting: Any = csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL
+    # no field is longer than the file: lift csv's 128 KiB default so long documents load
+    if len(text) > csv.field_size_limit():
+        csv.field_size_limit(len(text))
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting,
                         strict=True)
     rows: list[tuple[int, list[str]]] = []
@@ -122,15 +130,25 @@ def _rows(path: Path, fmt: str, text: str) -> tuple[list[str], list[tuple[int, l
 def _jsonl_rows(path: Path, text: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
     header: list[str] | None = None
     rows: list[tuple[int, list[str]]] = []
-    for n, line in enumerate(text.splitlines(), start=1):
+    # Lines end in \n, \r\n or \r only: str.splitlines() would also split inside JSON strings
+    # holding U+2028, U+0085, \x1c... which JSON allows unescaped.
+    for n, line in enumerate(_LINE_END.split(text), start=1):
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             raise DataError(f"not a JSON object ({exc.msg})", where=path, line=n) from None
+        except ValueError as exc:  # an integer of more than 4300 digits
+            raise DataError(f"not a JSON object ({str(exc).split(':')[0]})", where=path,
+                            line=n) from None
+        except RecursionError:
+            raise DataError("not a JSON object (nested too deeply)", where=path, line=n) from None
         if not isinstance(obj, dict):
             raise DataError("expected a JSON object per line", where=path, line=n)
+        if "\\u" in line:  # a \ud800-style escape decodes to a lone surrogate: not UTF-8 text
+            obj = {_SURROGATE.sub("\ufffd", k): _SURROGATE.sub("\ufffd", v) if isinstance(v, str)
+                   else v for k, v in obj.items()}
         if header is None:
             header = list(obj)
         missing = [k for k in header if k not in obj]
@@ -142,16 +160,21 @@ def _jsonl_rows(path: Path, text: str) -> tuple[list[str], list[tuple[int, list[
     return header, rows
 
 
+def _names(header: list[str]) -> str:
+    """Column names for a one-line message: a name with a newline or control shown as repr."""
+    return ", ".join(c if c.isprintable() else repr(c) for c in header)
+
+
 def _pick(header: list[str], wanted: str | int, path: Path, what: str) -> int:
     if isinstance(wanted, int) or (isinstance(wanted, str) and wanted.isdigit()
                                    and wanted not in header):
         i = int(wanted)
         if not 0 <= i < len(header):
             raise DataError(f"{what} column index {i} out of range (the file has {len(header)}"
-                            f" columns: {', '.join(header)})", where=path, line=1)
+                            f" columns: {_names(header)})", where=path, line=1)
         return i
     if wanted not in header:
-        raise DataError(f"no {what} column {wanted!r} (columns: {', '.join(header)})",
+        raise DataError(f"no {what} column {wanted!r} (columns: {_names(header)})",
                         where=path, line=1)
     return header.index(wanted)
 
@@ -160,7 +183,7 @@ def detect_label(header: list[str], path: Path) -> str:
     """The label column of a known layout, or DataError listing the columns."""
     label = next((c for c in LABEL_COLUMNS if c in header), None)
     if label is None:
-        raise DataError(f"no label column found (columns: {', '.join(header)}; expected one of"
+        raise DataError(f"no label column found (columns: {_names(header)}; expected one of"
                         f" {', '.join(LABEL_COLUMNS)})", where=path, line=1,
                         hint="name it with --label-column")
     return label
@@ -177,7 +200,7 @@ def detect_text(header: list[str], label: str, path: Path) -> tuple[str, ...]:
     others = [c for c in header if c != label]
     if len(others) == 1:
         return (others[0],)
-    raise DataError(f"cannot tell the text column(s) (columns: {', '.join(header)})",
+    raise DataError(f"cannot tell the text column(s) (columns: {_names(header)})",
                     where=path, line=1, hint="name them with --text-column")
 
 
@@ -211,6 +234,9 @@ def read_dataset(
              else tuple(header[_pick(header, c, path, "text")] for c in text_columns))
     if not 1 <= len(tcols) <= 2:
         raise DataError(f"expected 1 or 2 text columns, got {len(tcols)}", where=path)
+    if lcol in tcols:
+        raise DataError(f"column {lcol!r} is both a text and the label column", where=path,
+                        line=1, hint="name different columns with --text-column/--label-column")
     t_idx = [header.index(c) for c in tcols]
     l_idx = header.index(lcol)
 
