@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator, Mapping
@@ -130,9 +132,18 @@ def load_manifest(directory: str | Path) -> Manifest:
         raise ArtifactError(f"manifest schema is {raw['schema']!r}, expected {SCHEMA!r}", where=mpath)
     files = raw["files"]
     if not isinstance(files, dict) or not all(
-        isinstance(v, dict) and "sha256" in v and "size_bytes" in v for v in files.values()
+        isinstance(v, dict) and isinstance(v.get("sha256"), str)
+        and isinstance(v.get("size_bytes"), int) and not isinstance(v["size_bytes"], bool)
+        for v in files.values()
     ):
         raise ArtifactError("manifest 'files' must map names to {size_bytes, sha256, ...}", where=mpath)
+    for key, kind in (("config", dict), ("inputs", list), ("extra", dict), ("libraries", dict)):
+        if key in raw and not isinstance(raw[key], kind):
+            what = "object" if kind is dict else "array"
+            raise ArtifactError(f"manifest {key!r} must be a JSON {what}", where=mpath)
+    if not all(isinstance(i, dict) for i in raw["inputs"]):
+        raise ArtifactError("manifest 'inputs' must be a list of {path, manifest_sha256}",
+                            where=mpath)
     return Manifest(
         stage=str(raw["stage"]),
         config=raw["config"],
@@ -225,12 +236,53 @@ class ArtifactWriter:
         return manifest
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists (ours counts as alive)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale(out_dir: str | Path) -> None:
+    """Tidy what a killed writer of ``out_dir`` left beside it.
+
+    A writer that died (SIGKILL, power loss) leaves ``.NAME.tmp-PID-*`` (the unfinished
+    artifact: removed) and, when killed between the two renames of :func:`_move_into_place`,
+    ``.NAME.old-PID-*`` (the previous complete artifact: moved back when ``out_dir`` is missing,
+    else removed). Entries of a live process (another run, or this one) are left alone.
+    """
+    out = Path(out_dir)
+    parent = out.parent
+    if not parent.is_dir():
+        return
+    pattern = re.compile(rf"\.{re.escape(out.name)}\.(tmp|old)-(\d+)-[0-9a-f]{{8}}")
+    stale = []
+    for p in parent.iterdir():
+        m = pattern.fullmatch(p.name)
+        if m and p.is_dir() and not pid_alive(int(m.group(2))):
+            stale.append((m.group(1), p))
+    for kind, p in sorted(stale, key=lambda x: x[0] != "old"):  # restore before removing
+        if kind == "old" and not out.exists() and (p / MANIFEST).is_file():
+            os.replace(p, out)
+        else:
+            shutil.rmtree(p, ignore_errors=True)
+
+
 def check_new_output(out_dir: str | Path, force: bool) -> None:
     """ArtifactError when ``out_dir`` exists and ``force`` is off.
 
     Stages call it before their long work, so a run does not train for an hour and then refuse.
+    Leftovers of a killed earlier writer are tidied first (:func:`clean_stale`), so a killed run
+    neither blocks the next one nor loses the artifact it was replacing.
     """
     out = Path(out_dir)
+    clean_stale(out)
     if out.exists() and not force:
         raise ArtifactError("output directory already exists", where=out,
                             hint="pass --force to replace it, or choose another --out")
@@ -269,9 +321,40 @@ def write_artifact(
         manifest.path = out
         writer.path = out
         writer.manifest = manifest
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError) and _is_write_error(exc, tmp, out):
+            kept = "; the previous artifact is unchanged" if out.exists() else ""
+            raise ArtifactError(f"cannot write the artifact ({_why(exc, tmp)}){kept}", where=out,
+                                hint="free some disk space, or choose another --out") from exc
         raise
+
+
+# A full disk, a quota, a read-only file system: whatever file the writer was writing.
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
+
+
+def _is_write_error(exc: OSError, *dirs: Path) -> bool:
+    """True for an OSError of writing: a full disk, or any error on a path inside ``dirs``."""
+    if exc.errno in _WRITE_ERRNOS:
+        return True
+    names = [Path(os.fsdecode(f)) for f in (exc.filename, exc.filename2)
+             if isinstance(f, (str, bytes, os.PathLike))]
+    roots = [d.absolute() for d in dirs]
+    return any(n.absolute() == r or r in n.absolute().parents for n in names for r in roots)
+
+
+def _why(exc: OSError, tmp: Path) -> str:
+    """``<strerror>: <file>``, the file named inside the artifact when it was one of its own."""
+    what = exc.strerror or str(exc) or type(exc).__name__
+    if not isinstance(exc.filename, (str, bytes, os.PathLike)):
+        return what
+    name = Path(os.fsdecode(exc.filename)).absolute()
+    if name == tmp.absolute():  # the unfinished directory itself: an internal name
+        return what
+    if tmp.absolute() in name.parents:
+        return f"{what}: {name.relative_to(tmp.absolute()).as_posix()}"
+    return f"{what}: {name}"
 
 
 def _move_into_place(tmp: Path, out: Path) -> None:
@@ -294,5 +377,12 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     """Write a single file atomically (temp file in the same directory + os.replace)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)  # the old file, if any, is untouched
+        raise ArtifactError(f"cannot write the file ({exc.strerror or exc})", where=path,
+                            hint="free some disk space, or check the directory's permissions"
+                            ) from exc

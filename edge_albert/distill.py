@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .artifacts import Manifest, check_new_output, sha256_file, write_artifact
+from .artifacts import Manifest, atomic_write_text, check_new_output, sha256_file, write_artifact
 from .config import DistillConfig, to_dict
 from .data import Dataset
 from .errors import ConfigError, DataError
@@ -221,11 +221,18 @@ def _copy_bert_layer(dst: Any, src: Any) -> None:
 
 
 # ----------------------------------------------------------------------------- augmentation
-def augment_texts(texts: Sequence[str], n: int, seed: int) -> list[tuple[int, str]]:
-    """``n`` variants per text by word dropout (p 0.1) and adjacent swaps (p 0.1): (source, text).
+AUGMENT_RECIPE = 2  # bump when augment_texts changes: it is part of the teacher-logit cache key
 
-    Teachers fine-tuned for classification carry no masked-LM head, so the MLM replacement of
-    TinyBERT is not available from them; these variants are labelled by the teacher's logits.
+
+def augment_texts(texts: Sequence[str], n: int, seed: int,
+                  mask_token: str | None = None) -> list[tuple[int, str]]:
+    """``n`` variants per text, as (source index, text), after Tang et al. 2019 (arXiv:1903.12136).
+
+    Each word is replaced by ``mask_token`` with p 0.1 (when the tokenizer has one), dropped with
+    p 0.1 and swapped with its neighbour with p 0.1; then, with p 0.25, the variant is cut to a
+    random n-gram of 1-5 words. Teachers fine-tuned for classification carry no masked-LM head,
+    so TinyBERT's MLM replacement is not available from them; the variants are labelled by the
+    teacher's logits, so a variant whose sentiment changed is labelled for what it now says.
     """
     rng = random.Random(seed)
     out: list[tuple[int, str]] = []
@@ -233,9 +240,15 @@ def augment_texts(texts: Sequence[str], n: int, seed: int) -> list[tuple[int, st
         words = t.split()
         for _ in range(n):
             w = [x for x in words if rng.random() > 0.1] or words[:1]
+            if mask_token:
+                w = [mask_token if rng.random() < 0.1 else x for x in w]
             for j in range(len(w) - 1):
                 if rng.random() < 0.1:
                     w[j], w[j + 1] = w[j + 1], w[j]
+            if len(w) > 2 and rng.random() < 0.25:
+                k = rng.randint(1, min(5, len(w) - 1))
+                start = rng.randrange(len(w) - k + 1)
+                w = w[start:start + k]
             out.append((i, " ".join(w)))
     return out
 
@@ -310,7 +323,7 @@ def _teacher_logits(teacher: Any, data: TokenizedSet, cache: Path, key: str,
     tmp = cache / f".teacher_logits.{random.getrandbits(32)}.npy"
     np.save(tmp, logits)
     tmp.replace(npy)
-    meta.write_text(json.dumps({"key": key, "rows": len(logits)}))
+    atomic_write_text(meta, json.dumps({"key": key, "rows": len(logits)}))  # a kill never cuts it
     return logits
 
 
@@ -358,7 +371,7 @@ def run_distill(cfg: DistillConfig, teacher_dir: str | Path, train: Dataset, dev
     # training texts (+ augmented variants), labelled by the teacher once and cached
     texts, pairs, labels = list(train.texts), list(train.pairs) if train.pairs else None, train.label_ids(names)
     if cfg.augment:
-        extra = augment_texts(train.texts, cfg.augment, cfg.augment_seed)
+        extra = augment_texts(train.texts, cfg.augment, cfg.augment_seed, mask_token=t_tok.mask_token)
         texts += [t for _, t in extra]
         if pairs is not None:
             pairs += [train.pairs[i] for i, _ in extra]  # type: ignore[index]
@@ -369,7 +382,7 @@ def run_distill(cfg: DistillConfig, teacher_dir: str | Path, train: Dataset, dev
     key = hashlib.sha256(json.dumps([sha256_file(Path(teacher_dir) / "manifest.json")
                                      if (Path(teacher_dir) / "manifest.json").is_file() else str(teacher_dir),
                                      str(train.path), len(texts), cfg.max_length, cfg.augment,
-                                     cfg.augment_seed]).encode()).hexdigest()
+                                     cfg.augment_seed, AUGMENT_RECIPE]).encode()).hexdigest()
     soft = _teacher_logits(teacher, t_data, ckpt, key, progress)
     lab = np.asarray(labels, dtype=np.int64)
     lab[lab < 0] = soft[lab < 0].argmax(-1)

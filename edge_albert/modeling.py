@@ -123,17 +123,43 @@ def resolve_model(name_or_path: str | Path) -> str:
     return str(name_or_path)
 
 
+def _weights_file(name: str) -> Path:
+    """The weights file of a local model directory (for naming it in errors)."""
+    for f in ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json"):
+        if (Path(name) / f).is_file():
+            return Path(name) / f
+    return Path(name)
+
+
+def _verify_weights(path: Path) -> None:
+    """Re-hash the weights an edge-albert manifest lists: a flipped bit would load silently."""
+    if not (path / "manifest.json").is_file():
+        return
+    from .artifacts import load_manifest, verify_file
+
+    manifest = load_manifest(path)
+    for f in ("model.safetensors", "pytorch_model.bin"):
+        if f in manifest.files:
+            verify_file(manifest, f)
+
+
 def _from_pretrained(loader, name: str, **kw: Any):
+    from safetensors import SafetensorError
+
     quiet_transformers()
     try:
         return loader.from_pretrained(name, **kw)
+    except SafetensorError as exc:  # a truncated or damaged model.safetensors
+        raise ModelError(f"the weights file is damaged ({str(exc).splitlines()[0][:200]})",
+                         where=_weights_file(name),
+                         hint="re-create the model directory, or restore it from a copy") from None
     except OSError as exc:
         if Path(name).exists():
             raise ModelError(f"cannot load the model ({str(exc).splitlines()[0][:200]})",
                              where=name) from None
         raise ModelError(f"cannot load hub id {name!r} (no network or no such model)",
                          hint="pass a local Hugging Face directory instead") from None
-    except ValueError as exc:
+    except (ValueError, RuntimeError) as exc:  # RuntimeError: weights that do not fit config.json
         raise ModelError(f"cannot load the model ({str(exc).splitlines()[0][:200]})",
                          where=name) from None
 
@@ -143,13 +169,22 @@ def load_classifier(name_or_path: str | Path):
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     name = resolve_model(name_or_path)
+    if Path(name).is_dir():
+        _verify_weights(Path(name))
     cfg = _from_pretrained(AutoConfig, name)
     archs = getattr(cfg, "architectures", None) or []
     if not any(a.endswith("ForSequenceClassification") for a in archs):
         raise ModelError(
             f"not a sequence-classification model (architectures: {archs or 'none'})", where=name,
             hint="fine-tune it first with 'edge-albert finetune'")
-    model = _from_pretrained(AutoModelForSequenceClassification, name)
+    model, info = _from_pretrained(AutoModelForSequenceClassification, name,
+                                   output_loading_info=True)
+    missing = sorted(info.get("missing_keys") or ())
+    if missing:  # e.g. a damaged tensor name: transformers would initialise it randomly
+        where = _weights_file(name) if Path(name).is_dir() else name
+        raise ModelError(f"the weights lack {len(missing)} tensor(s) of the model (first:"
+                         f" {missing[0]})", where=where,
+                         hint="the weights file is damaged or belongs to another model")
     model.eval()
     return model
 

@@ -116,6 +116,13 @@ def _fingerprint(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def _resume_key(cfg: Any) -> dict[str, Any]:
+    """A training config less the settings a resumed run may change."""
+    from .training import RESUMABLE_KEYS
+
+    return {k: v for k, v in to_dict(cfg).items() if k not in RESUMABLE_KEYS}
+
+
 class RunLock:
     """``<run>/.lock`` holding the owner's pid; a lock whose process is gone is taken over."""
 
@@ -214,6 +221,27 @@ class Pipeline:
         self.run.mkdir(parents=True, exist_ok=True)
         atomic_write_text(record, json.dumps(new, indent=2, default=str) + "\n")
 
+    def _keep_checkpoints_if(self, stage: str, *parts: Any) -> None:
+        """Before a training stage: keep a killed run's checkpoints (``<stage>.partial/``) only
+        when they were made from the same inputs and settings (``parts``), save those a resume
+        may change (:data:`~edge_albert.training.RESUMABLE_KEYS`); else start the stage over.
+
+        The trainer itself refuses a checkpoint made with other settings (which would stop the
+        pipeline for good) and cannot tell when the same path now holds another teacher.
+        """
+        import shutil
+
+        from .finetune import partial_dir
+
+        partial = partial_dir(self.run / stage)
+        mark = partial / "pipeline_inputs"
+        key = _fingerprint(*parts)
+        if partial.exists() and not (mark.is_file() and mark.read_text().strip() == key):
+            self.echo(f"[{stage}] discarding checkpoints made with other inputs or settings")
+            shutil.rmtree(partial)
+        partial.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(mark, key + "\n")
+
     # -- the stages ----------------------------------------------------------------------------
     def execute(self, *, start: str | None = None, force: bool = False) -> list[StageResult]:
         if start is not None and start not in STAGES:
@@ -296,6 +324,8 @@ class Pipeline:
                     init_model_dir(teacher.scratch_shape, self.run / "tokenizer", base,
                                    label_names=train.label_names(), seed=fcfg.seed, force=True)
                 train = read_dataset(data["train"])
+                self._keep_checkpoints_if("teacher", to_dict(teacher), _resume_key(fcfg),
+                                          data_print, prints.get("tokenizer"))
                 run_finetune(fcfg, base, train, read_dataset(data["dev"]), out, resume=True,
                              force=force)
             return _fingerprint(to_dict(teacher), to_dict(fcfg), data_print,
@@ -308,6 +338,8 @@ class Pipeline:
                 from .data import read_dataset
                 from .distill import run_distill
 
+                self._keep_checkpoints_if("student", _resume_key(dcfg), data_print,
+                                          prints.get("teacher", str(teacher_dir)))
                 run_distill(dcfg, teacher_dir, read_dataset(data["train"]),
                             read_dataset(data["dev"]), out, resume=True, force=force)
             return _fingerprint(to_dict(dcfg), data_print, prints.get("teacher", str(teacher_dir))), run_student

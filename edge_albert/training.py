@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .artifacts import atomic_write_text
 from .config import TrainConfig
 from .data import Dataset
 from .errors import ConfigError
@@ -190,6 +191,22 @@ class Trainer:
             with open(self.log_path, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")
 
+    def _restart_log(self, step: int | None) -> None:
+        """Start the log afresh (``step`` None: no checkpoint to resume), or drop what a killed
+        run logged after the checkpoint it resumes from (those steps run again)."""
+        if self.rank != 0 or self.log_path is None or not self.log_path.is_file():
+            return
+        keep = []
+        for line in (self.log_path.read_text(encoding="utf-8").splitlines() if step is not None
+                     else []):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by the kill
+            if isinstance(record, dict) and record.get("step", 0) <= step:
+                keep.append(line + "\n")
+        atomic_write_text(self.log_path, "".join(keep))
+
     def _save(self, step: int, model: nn.Module, opt, sched, best: dict[str, Any]) -> None:
         if self.rank != 0:
             return
@@ -247,7 +264,10 @@ class Trainer:
         best: dict[str, Any] = {"score": -math.inf, "state": None, "metrics": {}, "step": 0}
         if resume and (self.ckpt_dir / CKPT).is_file():
             step, best = self._load(opt, sched)
+            self._restart_log(step)
             self._log({"resumed_from": step})
+        else:
+            self._restart_log(None)
         bar = None
         if self.progress and self.rank == 0:
             from tqdm.auto import tqdm

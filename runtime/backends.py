@@ -82,7 +82,11 @@ class OnnxRuntimeBackend(Backend):
         if "CPUExecutionProvider" not in wanted:
             wanted.append("CPUExecutionProvider")
         try:
-            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=wanted)
+            # enable_fallback=0: on a load error onnxruntime would otherwise print an "EP Error"
+            # banner to stdout (into an app's output) and retry, and at run time silently drop
+            # a requested provider for the CPU.
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=wanted,
+                                                enable_fallback=0)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
             raise RuntimeBackendError(f"onnxruntime cannot load this file ({_first_line(exc)})",
                                       where=path) from None

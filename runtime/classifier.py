@@ -10,6 +10,7 @@ model's maximum length exactly as the toolchain truncates.
 """
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,8 @@ from .tokenizer import TextTokenizer
 
 Texts = Union[Sequence[str], Sequence[tuple[str, str]]]
 DEFAULT_BUCKETS = (32, 64, 128)
+# the files TextTokenizer.load reads (special_tokens_map.json it never does)
+_TOKENIZER_FILES = ("spiece.model", "tokenizer.json", "tokenizer_config.json", "vocab.txt")
 
 
 def model_files(directory: str | Path) -> list[str]:
@@ -88,18 +91,28 @@ class Classifier:
                                     where=file)
             if verify:
                 verify_file(manifest, rel)
+                if tokenizer is None:  # a changed tokenizer.json would encode other ids silently
+                    for name in _TOKENIZER_FILES:
+                        if name in manifest.files:
+                            verify_file(manifest, name)
             meta = dict(manifest.files[rel])
         be = open_backend(file, threads=threads, backend=backend, providers=providers)
         tok = tokenizer if isinstance(tokenizer, TextTokenizer) else TextTokenizer.load(
             tokenizer or directory)
-        labels = cls._labels(directory, manifest)
-        vocab = (manifest.extra.get("vocab_size") if manifest else None)
-        if vocab is not None and tok.vocab_size > int(vocab):
+        try:  # values read from the manifest (or labels.txt): a damaged one is an ArtifactError
+            labels = cls._labels(directory, manifest)
+            vocab = manifest.extra.get("vocab_size") if manifest else None
+            vocab = None if vocab is None else int(vocab)
+            max_len = int(meta.get("seq_len") or be.fixed_length or DEFAULT_BUCKETS[-1])
+            buckets = tuple(int(b) for b in meta.get("buckets") or DEFAULT_BUCKETS
+                            if int(b) <= max_len)
+        except (TypeError, ValueError) as exc:
+            raise ArtifactError(f"malformed value ({exc})", where=directory / (
+                MANIFEST if manifest is not None else "labels.txt")) from None
+        if vocab is not None and tok.vocab_size > vocab:
             raise RuntimeBackendError(
                 f"tokenizer has {tok.vocab_size} ids but the model's vocabulary has {vocab}",
                 where=tok.source, hint="use the tokenizer the model was trained with")
-        max_len = int(meta.get("seq_len") or be.fixed_length or DEFAULT_BUCKETS[-1])
-        buckets = tuple(int(b) for b in meta.get("buckets") or DEFAULT_BUCKETS if int(b) <= max_len)
         if be.fixed_length:
             max_len, buckets = be.fixed_length, (be.fixed_length,)
         info = {"format": meta.get("format", be.format), "precision": meta.get("precision"),
@@ -109,6 +122,8 @@ class Classifier:
     @staticmethod
     def _labels(directory: Path, manifest: Manifest | None) -> list[str]:
         if manifest is not None and manifest.extra.get("labels"):
+            if not isinstance(manifest.extra["labels"], list):
+                raise TypeError("extra.labels is not a list")
             return [str(x) for x in manifest.extra["labels"]]
         txt = directory / "labels.txt"
         if txt.is_file():
@@ -118,8 +133,15 @@ class Classifier:
     # -- inference ------------------------------------------------------------------------------
     def encode(self, texts: Texts):
         """Split single texts / pairs and encode one batch the way the model expects."""
-        items = list(texts)
-        if items and isinstance(items[0], (tuple, list)):
+        items = [texts] if isinstance(texts, str) else list(texts)
+        is_pair = [isinstance(x, (tuple, list)) for x in items]
+        if any(is_pair):
+            bad = next((i for i, (x, p) in enumerate(zip(items, is_pair))
+                        if not p or len(x) != 2), None)
+            if bad is not None:
+                raise RuntimeBackendError(
+                    f"item {bad} of the batch is {reprlib.repr(items[bad])}, expected a (text,"
+                    " pair) tuple: a batch is all single texts or all pairs", where=self.path)
             a = [str(x[0]) for x in items]
             b: list[str] | None = [str(x[1]) for x in items]
         else:
@@ -132,7 +154,7 @@ class Classifier:
         """Raw logits, shape (len(texts), num_labels)."""
         if batch_size < 1:
             raise RuntimeBackendError(f"batch_size must be >= 1, got {batch_size}")
-        items: list = list(texts)
+        items: list = [texts] if isinstance(texts, str) else list(texts)  # one text: one row
         if self.backend.fixed_batch:
             batch_size = self.backend.fixed_batch  # a file with a pinned batch size
         out = []

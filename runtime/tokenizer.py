@@ -17,6 +17,8 @@ Imports: numpy, tokenizers, sentencepiece only.
 from __future__ import annotations
 
 import json
+import re
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,6 +124,18 @@ def albert_tokenizer_from_spm(spm_path: str | Path, lowercase: bool = True):
     return tok
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _as_text(t: object) -> str:
+    """``str(t)``, with lone surrogates (a ``"\\ud800"`` JSON escape, a surrogateescape'd byte)
+    replaced by U+FFFD: they are not UTF-8, and ``tokenizers`` refuses them with a TypeError."""
+    t = t if isinstance(t, str) else str(t)
+    if not t.isascii() and _SURROGATE.search(t):
+        t = _SURROGATE.sub("\ufffd", t)
+    return t
+
+
 @dataclass
 class Encoded:
     """A padded batch: int64 arrays of shape (batch, seq_len)."""
@@ -162,7 +176,10 @@ class TextTokenizer:
         if pad is None:
             raise TokenizerError("tokenizer has no padding token (<pad> or [PAD])", where=source)
         self.pad_id = vocab[pad]
+        self.mask_token = next((t for t in ("[MASK]", "<mask>") if t in vocab), None)
         self._max_length: int | None = None
+        # truncation length is state of the shared `tokenizers` object: set + encode under a lock
+        self._lock = threading.Lock()
 
     @classmethod
     def load(cls, directory: str | Path) -> TextTokenizer:
@@ -203,7 +220,7 @@ class TextTokenizer:
 
     def tokenize(self, text: str) -> list[str]:
         """Sub-word pieces of one text, without special tokens."""
-        return self._tok.encode(text, add_special_tokens=False).tokens
+        return self._tok.encode(_as_text(text), add_special_tokens=False).tokens
 
     def encode(
         self,
@@ -218,14 +235,22 @@ class TextTokenizer:
         then pads to ``pad_to``, or to the smallest bucket that fits the longest row."""
         if max_length < 4:
             raise TokenizerError(f"max_length must be at least 4, got {max_length}", where=self.source)
-        if pairs is not None and len(pairs) != len(texts):
-            raise TokenizerError(f"{len(texts)} texts but {len(pairs)} pairs", where=self.source)
-        if self._max_length != max_length:
-            self._tok.enable_truncation(max_length, strategy="longest_first")
-            self._max_length = max_length
-        texts = [t if isinstance(t, str) else str(t) for t in texts]
+        if isinstance(texts, str):  # one text, not a sequence of one-character texts
+            texts = [texts]
+        if isinstance(pairs, str):
+            pairs = [pairs]
+        texts = [_as_text(t) for t in texts]
+        if pairs is not None:
+            pairs = [_as_text(t) for t in pairs]
+            if len(pairs) != len(texts):
+                raise TokenizerError(f"{len(texts)} texts but {len(pairs)} pairs",
+                                     where=self.source)
         batch = list(zip(texts, pairs)) if pairs is not None else texts
-        encs = self._tok.encode_batch(batch, add_special_tokens=True) if batch else []
+        with self._lock:
+            if self._max_length != max_length:
+                self._tok.enable_truncation(max_length, strategy="longest_first")
+                self._max_length = max_length
+            encs = self._tok.encode_batch(batch, add_special_tokens=True) if batch else []
         longest = max((len(e.ids) for e in encs), default=1)
         width = pad_to if pad_to is not None else pick_bucket(longest, buckets, max_length)
         n = len(encs)
