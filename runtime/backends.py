@@ -163,12 +163,27 @@ class TFLiteBackend(Backend):
         self._dtypes = {n: d["dtype"] for n, d in details.items()}
         sig = details[self.input_names[0]].get("shape_signature")
         self.fixed_length = None if sig is None or int(sig[1]) == -1 else int(sig[1])
-        self._out = next(iter(self.runner.get_output_details()))
+        out_details = self.runner.get_output_details()
+        self._out = next(iter(out_details))
+        # an integer output (a file quantized by another tool) is dequantized with its own scale
+        scale, zero = out_details[self._out].get("quantization", (0.0, 0))
+        int_out = np.dtype(out_details[self._out]["dtype"]).kind in "iu" and scale > 0
+        self._dequant = (float(scale), int(zero)) if int_out else None
 
     def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        missing = [n for n in self.input_names if n not in feeds]
+        if missing:
+            raise RuntimeBackendError(
+                f"the file's inputs are named {self.input_names}, not {sorted(feeds)}",
+                where=self.path, hint="convert with edge-albert convert (inputs input_ids,"
+                " attention_mask, token_type_ids)")
         f = {n: np.ascontiguousarray(feeds[n], dtype=self._dtypes[n]) for n in self.input_names}
         try:
-            return np.asarray(self.runner(**f)[self._out], dtype=np.float32)
+            out = np.asarray(self.runner(**f)[self._out])
+            if self._dequant is not None:
+                return ((out.astype(np.float32) - self._dequant[1]) * self._dequant[0]).astype(
+                    np.float32)
+            return out.astype(np.float32, copy=False)
         except Exception as exc:
             raise RuntimeBackendError(f"{self._lib} failed to run ({_first_line(exc)})",
                                       where=self.path) from None

@@ -130,3 +130,12 @@ def test_runtime_and_apps_run_without_torch_tensorflow_transformers(tiny_artifac
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "HEAVY []" in r.stdout and r.stdout.count("model.int8-dynamic") == 3
+
+
+def test_wrong_input_names_are_a_clear_error(tiny_artifact):
+    from edge_albert.runtime.backends import open_backend
+
+    be = open_backend(tiny_artifact / "model.fp32.tflite")
+    feeds = {"args_0": np.ones((1, 8), np.int64), "args_1": np.ones((1, 8), np.int64)}
+    with pytest.raises(RuntimeBackendError, match="inputs are named"):
+        be.run(feeds)

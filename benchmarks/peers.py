@@ -1,0 +1,1183 @@
+"""Peers on the same student: Optimum, litert-torch and torch.ao beside the project's own files.
+
+One ALBERT student, quantized and converted by
+
+* the project (``edge_albert.converters.convert.run_convert``: ONNX and TFLite in fp32,
+  int8-dynamic and int8-static, plus the files of a ``quantize`` search artifact when given);
+* Hugging Face Optimum (``optimum-onnx``: ``main_export`` to ONNX, then its ``ORTQuantizer``
+  dynamic and static recipes, and ``ORTOptimizer`` O2 followed by dynamic int8);
+* litert-torch (``litert_torch.convert`` to fp32 TFLite, int8 through AI Edge Quantizer's
+  ``dynamic_wi8_afp32`` / ``static_wi8_ai8`` recipes and through PT2E static / dynamic);
+* plain ``torch.ao.quantization.quantize_dynamic`` (int8 Linear layers, run in torch).
+
+Peers whose pins clash with the project's (Optimum wants transformers 4.x) run in their own
+virtual environments under ``runs/peer-venvs/<peer>`` (built by this script, with the exact pip
+requirements recorded), through this same file in ``--driver`` mode, which only writes model
+files. Every file is then measured here, in one process, with the project's runtime backends
+(the same ONNX Runtime and LiteRT interpreter, the same thread count), on the same tokenized
+inputs: accuracy and argmax agreement with torch fp32 on the dev file (padded to the maximum
+length), and batch-1 latency (median and p90) in interleaved rounds so that every file shares
+the box's noise. A peer that fails on ALBERT gets a row with its error: that is a result.
+
+Usage:
+  python benchmarks/peers.py                        # the SST-2 student-small (builds the venvs)
+  python benchmarks/peers.py --quick --out-dir /tmp/p  # a tiny random ALBERT, seconds (a test)
+
+Results: ``benchmarks/results/peers.{json,md,png}`` (``peers.quick.*`` with ``--quick``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).resolve().parent / "results"
+SHARED_DATA = REPO.parent / "shared" / "data"
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+BUDGET_POINTS = 1.0  # a file is "usable" within this many accuracy points of torch fp32
+
+#: each peer venv: the pip requirements it is built from (torch pinned: a bare "torch" would
+#: pull a CUDA build), and the packages whose versions the rows record
+VENVS: dict[str, dict[str, Any]] = {
+    "optimum": {
+        "requirements": ["torch==2.13.0", "optimum-onnx[onnxruntime]==0.1.0", "datasets"],
+        "record": ["optimum", "optimum-onnx", "transformers", "torch", "onnx", "onnxruntime",
+                   "datasets", "numpy"],
+        # why it cannot share the project's environment: checked with pip --dry-run at build
+        "coinstall": ["optimum-onnx[onnxruntime]==0.1.0"],
+    },
+    "litert-torch": {
+        "requirements": ["torch==2.13.0", "litert-torch==0.10.0"],
+        "record": ["litert-torch", "ai-edge-quantizer", "ai-edge-litert", "litert-converter",
+                   "torchao", "transformers", "torch", "jax", "numpy"],
+        "coinstall": ["litert-torch==0.10.0"],
+    },
+}
+PEERS = ("optimum", "litert-torch", "torch.ao")
+MARKER = ".edge-albert-peer.json"
+
+
+# ------------------------------------------------------------------------------------------------
+# small helpers (stdlib only above the drivers: the peer venvs have no edge_albert)
+
+
+def _first_lines(exc: BaseException, n: int = 3, width: int = 600) -> str:
+    text = f"{type(exc).__name__}: {exc}".strip()
+    lines = [x for x in text.splitlines() if x.strip()]
+    return " | ".join(lines[:n])[:width]
+
+
+def _versions(names: Sequence[str]) -> dict[str, str]:
+    from importlib import metadata
+
+    out = {}
+    for n in names:
+        try:
+            out[n] = metadata.version(n)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _size(path: Path) -> int:
+    """Bytes of a model file plus its external-data file, if any."""
+    total = path.stat().st_size
+    for extra in (path.with_name(path.name + ".data"), path.with_name(path.name + "_data")):
+        if extra.is_file():
+            total += extra.stat().st_size
+    return total
+
+
+# ------------------------------------------------------------------------------------------------
+# drivers: run inside a peer's venv, write model files and a JSON list of what they did
+
+
+def _load_calibration(path: str):
+    import numpy as np
+
+    data = np.load(path)
+    return [{k: data[k][i:i + 1] for k in INPUTS} for i in range(len(data["input_ids"]))]
+
+
+def _attempt(rows: list[dict], recipe: str, short: str, fn: Callable[[], Path],
+             **extra: Any) -> Path | None:
+    """Run one recipe; record its file, or its error (a peer's failure is a result)."""
+    t = time.perf_counter()
+    try:
+        path = fn()
+        rows.append({"recipe": recipe, "short": short, "file": str(path),
+                     "seconds": round(time.perf_counter() - t, 2), **extra})
+        return path
+    except Exception as exc:  # noqa: BLE001 (a peer's failure is a result)
+        rows.append({"recipe": recipe, "short": short, "error": _first_lines(exc),
+                     "seconds": round(time.perf_counter() - t, 2),
+                     "traceback": traceback.format_exc()[-3000:], **extra})
+        return None
+
+
+def _driver_optimum(model_dir: Path, out: Path, calib_path: str) -> list[dict]:
+    rows: list[dict] = []
+
+    def attempt(recipe: str, short: str, fn: Callable[[], Path], **extra: Any) -> Path | None:
+        return _attempt(rows, recipe, short, fn, **extra)
+
+    export_dir = out / "export"
+
+    def export() -> Path:
+        from optimum.exporters.onnx import main_export
+
+        main_export(str(model_dir), output=str(export_dir), task="text-classification")
+        return export_dir / "model.onnx"
+
+    fp32 = attempt("fp32: main_export (task text-classification, default opset)", "fp32 export",
+                   export,
+                   precision="fp32")
+    if fp32 is None:
+        return rows
+
+    from optimum.onnxruntime import ORTOptimizer, ORTQuantizer
+    from optimum.onnxruntime.configuration import (
+        AutoCalibrationConfig,
+        AutoOptimizationConfig,
+        AutoQuantizationConfig,
+    )
+
+    def quantize(src_dir: Path, name: str, qconfig, save: str, ranges=None) -> Path:
+        q = ORTQuantizer.from_pretrained(src_dir, file_name=name)
+        q.quantize(quantization_config=qconfig, save_dir=out / save,
+                   calibration_tensors_range=ranges)
+        return out / save / (Path(name).stem + "_quantized.onnx")
+
+    attempt("int8-dynamic: ORTQuantizer, AutoQuantizationConfig.avx512_vnni(is_static=False,"
+            " per_channel=False)", "dynamic avx512_vnni", lambda: quantize(
+                export_dir, "model.onnx",
+                AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=False),
+                "dynamic-avx512vnni"), precision="int8-dynamic")
+    attempt("int8-dynamic: ORTQuantizer, AutoQuantizationConfig.arm64(is_static=False)"
+            " (per-channel)", "dynamic arm64", lambda: quantize(
+                export_dir, "model.onnx", AutoQuantizationConfig.arm64(is_static=False),
+                "dynamic-arm64"), precision="int8-dynamic")
+
+    def static() -> Path:
+        import numpy as np
+        from datasets import Dataset
+
+        feeds = _load_calibration(calib_path)
+        ds = Dataset.from_dict({k: np.concatenate([f[k] for f in feeds]).tolist() for k in INPUTS})
+        q = ORTQuantizer.from_pretrained(export_dir, file_name="model.onnx")
+        qconfig = AutoQuantizationConfig.avx512_vnni(is_static=True, per_channel=False)
+        ranges = q.fit(dataset=ds, calibration_config=AutoCalibrationConfig.minmax(ds),
+                       operators_to_quantize=qconfig.operators_to_quantize,
+                       onnx_augmented_model_name=str(out / "augmented_model.onnx"))
+        q.quantize(quantization_config=qconfig, save_dir=out / "static-avx512vnni",
+                   calibration_tensors_range=ranges)
+        return out / "static-avx512vnni" / "model_quantized.onnx"
+
+    attempt("int8-static: ORTQuantizer.fit (minmax, calibration rows) +"
+            " AutoQuantizationConfig.avx512_vnni(is_static=True, per_channel=False)",
+            "static avx512_vnni", static,
+            precision="int8-static")
+
+    def optimized(level: str) -> Callable[[], Path]:
+        def fn() -> Path:
+            opt = ORTOptimizer.from_pretrained(export_dir, file_names=["model.onnx"])
+            opt.optimize(save_dir=out / f"{level}", optimization_config=getattr(
+                AutoOptimizationConfig, level)())
+            return quantize(out / level, "model_optimized.onnx",
+                            AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=False),
+                            f"{level}-dynamic")
+        return fn
+
+    for level in ("O1", "O2"):
+        attempt(f"int8-dynamic after ORTOptimizer AutoOptimizationConfig.{level}(), avx512_vnni"
+                " per-tensor", f"{level} + dynamic", optimized(level), precision="int8-dynamic")
+    return rows
+
+
+def _driver_litert(model_dir: Path, out: Path, calib_path: str) -> list[dict]:
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    rows: list[dict] = []
+
+    def attempt(recipe: str, short: str, fn: Callable[[], Path], **extra: Any) -> Path | None:
+        return _attempt(rows, recipe, short, fn, **extra)
+
+    class Logits(torch.nn.Module):
+        """The classifier with tensor-in, logits-out forward (what litert-torch traces)."""
+
+        def __init__(self, m) -> None:
+            super().__init__()
+            self.m = m
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            return self.m(input_ids=input_ids, attention_mask=attention_mask,
+                          token_type_ids=token_type_ids).logits
+
+    model = Logits(AutoModelForSequenceClassification.from_pretrained(str(model_dir)).eval()).eval()
+    feeds = _load_calibration(calib_path)
+    sample = {k: torch.from_numpy(feeds[0][k]) for k in INPUTS}
+    args = tuple(sample[k] for k in INPUTS)
+
+    def fp32() -> Path:
+        import litert_torch
+
+        path = out / "fp32.tflite"
+        litert_torch.convert(model, sample_kwargs=sample).export(str(path))
+        return path
+
+    f32 = attempt("fp32: litert_torch.convert (batch 1, fixed length)", "fp32", fp32,
+                  precision="fp32")
+
+    def aeq(recipe_name: str, calibrate: bool) -> Callable[[], Path]:
+        def fn() -> Path:
+            import numpy as np
+            from ai_edge_quantizer import quantizer, recipe
+
+            qt = quantizer.Quantizer(str(f32))
+            qt.load_quantization_recipe(getattr(recipe, recipe_name)())
+            cal = None
+            if calibrate:
+                from ai_edge_litert.interpreter import Interpreter
+
+                key = next(iter(Interpreter(model_path=str(f32)).get_signature_list()))
+                data = [{k: f[k].astype(np.int32) for k in INPUTS} for f in feeds]
+                cal = qt.calibrate({key: data}, num_threads=1)
+            path = out / f"aeq-{recipe_name}.tflite"
+            qt.quantize(cal).export_model(str(path), overwrite=True)
+            return path
+        return fn
+
+    if f32 is not None:
+        attempt("int8-dynamic: AI Edge Quantizer recipe.dynamic_wi8_afp32", "AEQ dynamic", aeq(
+            "dynamic_wi8_afp32", False), precision="int8-dynamic")
+        attempt("int8-static: AI Edge Quantizer recipe.static_wi8_ai8 (calibration rows)",
+                "AEQ static", aeq("static_wi8_ai8", True), precision="int8-static")
+
+    def pt2e(dynamic: bool) -> Callable[[], Path]:
+        def fn() -> Path:
+            import litert_torch
+            from litert_torch.quantize.pt2e_quantizer import (
+                PT2EQuantizer,
+                get_symmetric_quantization_config,
+            )
+            from litert_torch.quantize.quant_config import QuantConfig
+            from torchao.quantization.pt2e import quantize_pt2e
+
+            quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(
+                is_per_channel=True, is_dynamic=dynamic))
+            m = torch.export.export(model, args).module()
+            m = quantize_pt2e.prepare_pt2e(m, quantizer)
+            with torch.no_grad():
+                for f in feeds if not dynamic else feeds[:1]:
+                    m(*(torch.from_numpy(f[k]) for k in INPUTS))
+            m = quantize_pt2e.convert_pt2e(m, fold_quantize=False)
+            path = out / f"pt2e-{'dynamic' if dynamic else 'static'}.tflite"
+            litert_torch.convert(m, args, quant_config=QuantConfig(pt2e_quantizer=quantizer)
+                                 ).export(str(path))
+            return path
+        return fn
+
+    attempt("int8-static: PT2E PT2EQuantizer(get_symmetric_quantization_config(per_channel))"
+            " + calibration rows", "PT2E static", pt2e(False), precision="int8-static")
+    attempt("int8-dynamic: PT2E PT2EQuantizer(get_symmetric_quantization_config(per_channel,"
+            " is_dynamic=True))", "PT2E dynamic", pt2e(True), precision="int8-dynamic")
+    return rows
+
+
+def driver_main(argv: Sequence[str]) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--driver", required=True, choices=list(VENVS))
+    ap.add_argument("--model", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--calibration", required=True, help=".npz of padded calibration rows")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    except ImportError:
+        pass
+    args.out.mkdir(parents=True, exist_ok=True)
+    fn = _driver_optimum if args.driver == "optimum" else _driver_litert
+    try:
+        rows = fn(args.model, args.out, args.calibration)
+        fatal = None
+    except Exception as exc:  # noqa: BLE001 (a peer's failure is a result)
+        rows, fatal = [], {"error": _first_lines(exc), "traceback": traceback.format_exc()[-3000:]}
+    result = {"rows": rows, "fatal": fatal, "python": sys.version.split()[0],
+              "versions": _versions(VENVS[args.driver]["record"])}
+    (args.out / "driver.json").write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------
+# peer virtual environments
+
+
+def venv_python(root: Path) -> Path:
+    return root / "bin" / "python"
+
+
+def venv_state(name: str, venvs: Path) -> dict | None:
+    """The marker of a built venv whose requirements match, else None."""
+    marker = venvs / name / MARKER
+    if not marker.is_file() or not venv_python(venvs / name).is_file():
+        return None
+    state = json.loads(marker.read_text())
+    return state if state.get("requirements") == VENVS[name]["requirements"] else None
+
+
+def _pip(python: Path | str, args: Sequence[str],
+         timeout: int = 1800) -> subprocess.CompletedProcess:
+    return subprocess.run([str(python), "-m", "pip", *args], capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def _pip_error(proc: subprocess.CompletedProcess, keep: int = 12) -> str:
+    lines = [x for x in (proc.stderr + proc.stdout).splitlines()
+             if x.strip() and not x.startswith("WARNING: Location")]
+    return "\n".join(lines[-keep:])
+
+
+def coinstall_check(name: str) -> str:
+    """What pip says about installing the peer beside the project's torch and transformers."""
+    pins = []
+    for pkg in ("torch", "transformers"):
+        v = _versions([pkg]).get(pkg)
+        if v:
+            pins.append(f"{pkg}=={v.split('+')[0]}")
+    proc = _pip(sys.executable, ["install", "--dry-run", *VENVS[name]["coinstall"], *pins],
+                timeout=900)
+    text = _pip_error(proc, keep=400)
+    if proc.returncode == 0:
+        would = next((x for x in text.splitlines() if x.startswith("Would install")), "")
+        return (f"installs beside {', '.join(pins)} (pip --dry-run), but would change the"
+                f" project's environment: {would[:900]}")
+    conflict = [x.strip() for x in text.splitlines() if "depends on" in x or "requested" in x]
+    return (f"cannot install beside {', '.join(pins)}: "
+            + ("; ".join(conflict[:4]) if conflict else text.splitlines()[-1]))
+
+
+_VERSIONS_SNIPPET = """
+import json, sys
+from importlib import metadata
+out = {}
+for n in sys.argv[1:]:
+    try:
+        out[n] = metadata.version(n)
+    except metadata.PackageNotFoundError:
+        pass
+print(json.dumps(out))
+"""
+
+
+def build_venv(name: str, venvs: Path) -> dict:
+    """Create ``venvs/name`` and pip-install its requirements; the marker records the outcome."""
+    root = venvs / name
+    venvs.mkdir(parents=True, exist_ok=True)
+    reqs = VENVS[name]["requirements"]
+    print(f"[peers] building venv {root} ({' '.join(reqs)}); minutes", file=sys.stderr)
+    t = time.perf_counter()
+    if not venv_python(root).is_file():
+        base = getattr(sys, "_base_executable", sys.executable)
+        subprocess.run([base, "-m", "venv", str(root)], check=True)
+    proc = _pip(venv_python(root), ["install", "--quiet", *reqs])
+    state: dict[str, Any] = {"requirements": reqs, "seconds": round(time.perf_counter() - t, 1)}
+    if proc.returncode != 0:
+        state["install_error"] = _pip_error(proc)
+        return state  # no marker: a later run tries again
+    freeze = subprocess.run([str(venv_python(root)), "-c", _VERSIONS_SNIPPET,
+                             *VENVS[name]["record"]], capture_output=True, text=True,
+                            check=False)
+    state["versions"] = json.loads(freeze.stdout or "{}")
+    state["coinstall"] = coinstall_check(name)
+    (root / MARKER).write_text(json.dumps(state, indent=2) + "\n")
+    return state
+
+
+# ------------------------------------------------------------------------------------------------
+# inputs: the student, the dev rows and the calibration rows
+
+
+_SUBJECTS = ["the film", "this movie", "the plot", "the cast", "the ending", "the music",
+             "our hero", "the script", "the director", "every scene"]
+_GOOD = ["is charming", "was a delight", "feels fresh and moving", "is wonderfully acted",
+         "shines", "is smart and funny", "rewards patience", "is a joy"]
+_BAD = ["is dull", "was a mess", "feels flat and tired", "is badly acted", "drags",
+        "is loud and empty", "wastes its cast", "is a chore"]
+
+
+def _sentiment_rows(n: int, seed: int) -> list[tuple[str, str]]:
+    """The generated two-class task the tests use (tests/conftest.py)."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        label = rng.randint(0, 1)
+        text = f"{rng.choice(_SUBJECTS)} {rng.choice(_GOOD if label else _BAD)}"
+        if rng.random() < 0.5:
+            text += f" , and {rng.choice(_SUBJECTS)} {rng.choice(_GOOD if label else _BAD)}"
+        rows.append((text + " .", str(label)))
+    return rows
+
+
+def _write_tsv(path: Path, rows: Sequence[tuple[str, str]]) -> Path:
+    path.write_text("sentence\tlabel\n" + "".join(f"{t}\t{lab}\n" for t, lab in rows),
+                    encoding="utf-8")
+    return path
+
+
+def quick_inputs(work: Path) -> tuple[Path, Path, Path]:
+    """A tiny random ALBERT (with its SentencePiece tokenizer) and a generated task."""
+    from edge_albert.config import TokenizerConfig
+    from edge_albert.modeling import init_model_dir
+    from edge_albert.tokenizer_train import train_tokenizer, training_sentences
+
+    train = _write_tsv(work / "train.tsv", _sentiment_rows(400, seed=1))
+    dev = _write_tsv(work / "dev.tsv", _sentiment_rows(100, seed=2))
+    tok = work / "tok"
+    if tok.is_dir():  # a reused --work-dir: train afresh (same data, same seed)
+        import shutil
+
+        shutil.rmtree(tok)
+    train_tokenizer(TokenizerConfig(vocab_size=120), training_sentences([train]), tok)
+    model = work / "albert-tiny"
+    init_model_dir("tiny", tok, model, label_names=["0", "1"], seed=0, force=True)
+    return model, dev, train
+
+
+def head_rows(src: Path, dst: Path, n: int) -> Path:
+    """The header and the first ``n`` rows of a TSV."""
+    with open(src, encoding="utf-8") as f:
+        lines = [next(f) for _ in range(n + 1)] if n else f.readlines()
+    dst.write_text("".join(lines), encoding="utf-8")
+    return dst
+
+
+# ------------------------------------------------------------------------------------------------
+# runners: every file through the project's runtime backends, torch models in torch
+
+
+class Runner:
+    """``run(feeds) -> logits`` for any file or torch model, on canonical int64 feeds."""
+
+    def __init__(self, fn: Callable[[dict], Any], *, fixed_batch: int | None = None,
+                 fixed_length: int | None = None, runtime: dict | None = None) -> None:
+        self.fn, self.fixed_batch, self.fixed_length = fn, fixed_batch, fixed_length
+        self.runtime = runtime or {}
+
+    def run(self, feeds: dict) -> Any:
+        import numpy as np
+
+        n = len(feeds["input_ids"])
+        if self.fixed_batch and n != self.fixed_batch:
+            return np.concatenate([self.fn({k: v[i:i + 1] for k, v in feeds.items()})
+                                   for i in range(n)])
+        return self.fn(feeds)
+
+
+def backend_runner(path: Path, threads: int, *, backend=None) -> Runner:
+    """A Runner over the project's runtime backend of ``path`` (input names mapped by position
+    when the file names them otherwise, e.g. ``args_0``)."""
+    import numpy as np
+    from edge_albert.runtime.backends import open_backend
+
+    be = backend or open_backend(path, threads=threads)
+    names = list(be.input_names)
+    if set(names) == set(INPUTS):
+        mapping = {n: n for n in names}
+    elif len(names) == len(INPUTS):
+        mapping = dict(zip(sorted(names), INPUTS))
+    else:
+        raise RuntimeError(f"inputs {names} do not map onto {list(INPUTS)}")
+    fixed_batch = be.fixed_batch
+    scale, zero = 1.0, 0.0
+    runtime = {"backend": be.name, **be.versions()}
+    if be.format == "tflite":
+        sig = be.runner.get_input_details()[names[0]].get("shape_signature")
+        fixed_batch = None if sig is None or int(sig[0]) == -1 else int(sig[0])
+        out = next(iter(be.runner.get_output_details().values()))
+        if np.dtype(out["dtype"]).kind in "iu" and out["quantization"][0] > 0:
+            # an integer output (AI Edge Quantizer / PT2E static): the runtime would hand back
+            # raw int8 codes; dequantize with the file's own scale and zero point
+            scale, zero = float(out["quantization"][0]), float(out["quantization"][1])
+            runtime["output"] = (f"{np.dtype(out['dtype']).name} logits, dequantized here"
+                                 f" (scale {scale:.3g}, zero point {zero:g})")
+
+    def fn(feeds: dict) -> np.ndarray:
+        raw = be.run({n: feeds[src] for n, src in mapping.items()})
+        return raw if scale == 1.0 and zero == 0.0 else (raw - zero) * scale
+
+    return Runner(fn, fixed_batch=fixed_batch, fixed_length=be.fixed_length, runtime=runtime)
+
+
+def torch_runner(model) -> Runner:
+    import torch
+
+    def fn(feeds: dict):
+        with torch.inference_mode():
+            t = {k: torch.from_numpy(v) for k, v in feeds.items()}
+            return model(**t).logits.float().numpy()
+
+    return Runner(fn, runtime={"backend": "torch", "torch": torch.__version__,
+                               "quantized_engine": torch.backends.quantized.engine})
+
+
+def encode_rows(tok, texts: Sequence, max_length: int) -> list[dict]:
+    """Batch-1 feeds padded to ``max_length`` (the latency and accuracy inputs)."""
+    out = []
+    for t in texts:
+        a, b = (t if isinstance(t, tuple) else (t, None))
+        out.append(tok.encode([a], [b] if b is not None else None, max_length=max_length,
+                              pad_to=max_length).as_dict())
+    return out
+
+
+def evaluate(runner: Runner, batches: list[dict]):
+    import numpy as np
+
+    return np.concatenate([np.asarray(runner.run(b), dtype=np.float32) for b in batches])
+
+
+def interleaved_latency(runners: dict[str, Runner], feeds: list[dict], *, iters: int,
+                        rounds: int, warmup: int, seed: int = 0) -> dict[str, dict]:
+    """Batch-1 latency of every runner: ``rounds`` rounds in shuffled order, each runner doing
+    ``iters / rounds`` calls per round over ``feeds`` in turn, so all share the same noise."""
+    per = max(1, iters // rounds)
+    times: dict[str, list[float]] = {k: [] for k in runners}
+    for name, r in runners.items():
+        for i in range(warmup):
+            r.run(feeds[i % len(feeds)])
+    order = list(runners)
+    rng = random.Random(seed)
+    for _ in range(rounds):
+        rng.shuffle(order)
+        for name in order:
+            r = runners[name]
+            for i in range(per):
+                f = feeds[(len(times[name]) + i) % len(feeds)]
+                t = time.perf_counter()
+                r.run(f)
+                times[name].append((time.perf_counter() - t) * 1000)
+    out = {}
+    for name, ts in times.items():
+        ts = sorted(ts)
+        out[name] = {"min_ms": round(ts[0], 4), "p50_ms": round(statistics.median(ts), 4),
+                     "p90_ms": round(ts[min(len(ts) - 1, int(0.9 * len(ts)))], 4),
+                     "calls": len(ts)}
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# the benchmark
+
+
+def _row(tool: str, recipe: str, **kw: Any) -> dict:
+    row: dict[str, Any] = {
+        "tool": tool, "recipe": recipe, "short": tool, "file": None, "precision": None,
+        "size_bytes": None, "accuracy": None, "agreement_with_torch_fp32": None,
+        "max_abs_logit_diff": None, "p50_ms": None, "p90_ms": None, "min_ms": None,
+        "status": "ok", "error": None, "versions": {}}
+    row.update(kw)
+    return row
+
+
+def project_rows(model_dir: Path, work: Path, calibration: Path, *, buckets: tuple[int, ...],
+                 threads: int, calibration_size: int, extra_artifacts: Sequence[Path],
+                 log: Callable[[str], None]) -> tuple[list[dict], dict[str, Any]]:
+    """Convert with the project, open each file with ``Classifier``: rows and their Runners."""
+    from edge_albert.converters.convert import ConvertConfig, run_convert
+    from edge_albert.converters.spec import Format, Precision
+    from edge_albert.runtime import Classifier
+
+    versions = _versions(["edge-albert", "torch", "transformers", "onnx", "onnxscript",
+                          "onnxruntime", "tensorflow"])
+    out = work / "project"
+    cfg = ConvertConfig(formats=(Format.ONNX, Format.TFLITE),
+                        precisions=(Precision.FP32, Precision.INT8_DYNAMIC, Precision.INT8_STATIC),
+                        buckets=buckets, threads=threads, calibration_size=calibration_size,
+                        fixed_shapes=())
+    t = time.perf_counter()
+    manifest = run_convert(cfg, model_dir, out, calibration=calibration, force=True,
+                           progress=False)
+    log(f"project convert: {time.perf_counter() - t:.0f} s")
+    rows, runners = [], {}
+    targets = [(out, n, "run_convert defaults") for n in manifest.files
+               if Path(n).suffix in (".onnx", ".tflite")]
+    for art in extra_artifacts:
+        from edge_albert.artifacts import load_manifest
+
+        m = load_manifest(art)
+        for n, meta in m.files.items():
+            if Path(n).suffix in (".onnx", ".tflite") and "/" not in n:
+                trial = (meta.get("recipe") or {}).get("search_recipe")
+                targets.append((art, n, f"{m.stage} artifact {art.name}"
+                                        + (f", trial {trial}" if trial else "")))
+    for directory, name, how in targets:
+        clf = Classifier.load(directory, model=name, threads=threads)
+        meta = dict(clf.info)
+        key = f"project:{directory.name}/{name}"
+        rows.append(_row("edge-albert", f"{meta.get('precision')}: {meta.get('format')}, {how}",
+                         short=f"edge-albert {meta.get('format')} {meta.get('precision')}"
+                               + ("" if directory == out else f" ({directory.name})"),
+                         source="run_convert" if directory == out else str(directory),
+                         key=key, file=str(directory / name), precision=meta.get("precision"),
+                         size_bytes=_size(directory / name), versions=versions))
+        runners[key] = (backend_runner(directory / name, threads, backend=clf.backend), clf)
+    return rows, runners
+
+
+def peer_rows(name: str, model_dir: Path, work: Path, calib_npz: Path, *, venvs: Path,
+              build: bool, threads: int, log: Callable[[str], None]) -> tuple[list[dict], dict]:
+    """Run a peer's driver in its venv (building it when allowed); rows for every recipe."""
+    state = venv_state(name, venvs)
+    info: dict[str, Any] = {"venv": str(venvs / name), "requirements": VENVS[name]["requirements"]}
+    if state is None and build:
+        state = build_venv(name, venvs)
+        if "install_error" in state:
+            info["install_error"] = state["install_error"]
+            return [_row(name, "pip install", status="failed",
+                         error=f"venv install failed: {state['install_error']}")], info
+    if state is None:
+        return [_row(name, "all recipes", status="skipped",
+                     error="skipped: venv not built (run without --quick to build)")], info
+    info.update({k: state.get(k) for k in ("versions", "coinstall")})
+    out = work / name
+    t = time.perf_counter()
+    proc = subprocess.run([str(venv_python(venvs / name)), str(Path(__file__).resolve()),
+                           "--driver", name, "--model", str(model_dir), "--out", str(out),
+                           "--calibration", str(calib_npz), "--threads", str(threads)],
+                          capture_output=True, text=True, timeout=3600, check=False,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
+                               "PYTHONPATH": "", "OMP_NUM_THREADS": str(threads)})
+    log(f"{name} driver: {time.perf_counter() - t:.0f} s (rc {proc.returncode})")
+    result_file = out / "driver.json"
+    if not result_file.is_file():
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])
+        return [_row(name, "driver", status="failed",
+                     error=f"driver crashed (rc {proc.returncode}): {tail}")], info
+    res = json.loads(result_file.read_text())
+    info["driver_python"] = res.get("python")
+    versions = res.get("versions", {})
+    if res.get("fatal"):
+        return [_row(name, "driver", status="failed", error=res["fatal"]["error"],
+                     traceback=res["fatal"]["traceback"], versions=versions)], info
+    rows = []
+    for r in res["rows"]:
+        row = _row(name, r["recipe"], short=f"{name} {r.get('short', '')}".strip(),
+                   precision=r.get("precision"), versions=versions, convert_s=r.get("seconds"))
+        if r.get("error"):
+            row.update(status="failed", error=f"conversion failed: {r['error']}",
+                       traceback=r.get("traceback"))
+        else:
+            path = Path(r["file"])
+            row.update(file=str(path), size_bytes=_size(path))
+        rows.append(row)
+    return rows, info
+
+
+def calibration_npz(cal_tsv: Path, tok, labels: list[str], *, max_length: int, buckets, size: int,
+                    seed: int, dst: Path) -> Path:
+    """The project's calibration rows (same selection as run_convert), padded to max_length."""
+    import numpy as np
+    from edge_albert.converters.calibration import build_calibration
+    from edge_albert.converters.spec import ExportSpec
+
+    from edge_albert.data import read_dataset
+
+    ds = read_dataset(cal_tsv, label_names=labels)
+    cal = build_calibration(ds, tok, spec=ExportSpec(buckets=tuple(buckets), max_length=max_length),
+                            size=size, seed=seed)
+    arrays = {}
+    for k in INPUTS:
+        rows = []
+        for f in cal.feeds:
+            row = np.full((max_length,), tok.pad_id if k == "input_ids" else 0, dtype=np.int64)
+            row[:f[k].shape[1]] = f[k][0]
+            rows.append(row)
+        arrays[k] = np.stack(rows)
+    np.savez(dst, **arrays)  # type: ignore[arg-type]
+    return dst
+
+
+def pick_best(rows: list[dict], ref_accuracy: float) -> dict | None:
+    """The fastest measured file within BUDGET_POINTS of torch fp32, else the most accurate."""
+    ok = [r for r in rows if r["status"] == "ok" and r["p50_ms"] is not None
+          and r["accuracy"] is not None]
+    if not ok:
+        return None
+    within = [r for r in ok if r["accuracy"] >= ref_accuracy - BUDGET_POINTS]
+    return min(within, key=lambda r: r["p50_ms"]) if within else max(
+        ok, key=lambda r: (r["accuracy"], -r["p50_ms"]))
+
+
+def headline(rows: list[dict], ref_accuracy: float) -> dict:
+    """The project's best file against each peer's best: over all the project's files (with a
+    quantize search artifact's, when measured) and over run_convert's default files alone."""
+    out: dict[str, Any] = {"rule": (f"best = fastest file within {BUDGET_POINTS:g} point(s) of"
+                                    " torch fp32 accuracy, else the most accurate"),
+                           "torch_fp32_accuracy": ref_accuracy}
+    pools = {"all_project_files": [r for r in rows if r["tool"] == "edge-albert"],
+             "run_convert_defaults": [r for r in rows if r["tool"] == "edge-albert"
+                                      and r.get("source") == "run_convert"]}
+    for pool, prows in pools.items():
+        proj = pick_best(prows, ref_accuracy)
+        entry: dict[str, Any] = {"project": proj and {k: proj[k] for k in (
+            "short", "recipe", "file", "p50_ms", "size_bytes", "accuracy")}, "peers": {}}
+        for tool in PEERS:
+            best = pick_best([r for r in rows if r["tool"] == tool], ref_accuracy)
+            if best is None or proj is None:
+                entry["peers"][tool] = {"best": None, "note": "no measured file"}
+                continue
+            entry["peers"][tool] = {
+                "best": {k: best[k] for k in ("short", "recipe", "file", "p50_ms", "size_bytes",
+                                              "accuracy")},
+                "speed_ratio": round(best["p50_ms"] / proj["p50_ms"], 3),
+                "speed_ratio_min": round(best["min_ms"] / proj["min_ms"], 3),
+                "size_ratio": round(best["size_bytes"] / proj["size_bytes"], 3),
+                "accuracy_diff_points": round(proj["accuracy"] - best["accuracy"], 2)}
+        out[pool] = entry
+    return out
+
+
+def auto_notes(rows: list[dict]) -> list[str]:
+    """Facts the table implies: each int8 file's size against its own tool's fp32 file, files
+    that pin their shapes, integer outputs."""
+    notes = []
+    own = [r for r in rows if r.get("source") in (None, "run_convert")]  # not a search's files
+    for tool in ("edge-albert", "optimum", "litert-torch", "torch.ao"):
+        base = "torch" if tool == "torch.ao" else tool
+        fp32 = next((r for r in own if r["tool"] == base and r["precision"] == "fp32"
+                     and r["size_bytes"]), None)
+        sized = [f"{r['short'].removeprefix(tool).strip()}"
+                 f" {r['size_bytes'] / fp32['size_bytes']:.0%}"
+                 for r in own if fp32 and r["tool"] == tool and r["precision"] != "fp32"
+                 and r["size_bytes"]]
+        if sized and fp32 is not None:
+            notes.append(f"{tool}: int8 file size as a share of its fp32 file"
+                         f" ({fp32['size_bytes'] / 1e6:.2f} MB): {', '.join(sized)}")
+    ref = next((r["census"]["stored_weight_bytes"] for r in rows if r["tool"] == "edge-albert"
+                and r.get("source") == "run_convert" and r["precision"] == "int8-dynamic"
+                and Path(r["file"]).suffix == ".onnx" and "stored_weight_bytes"
+                in (r.get("census") or {})), None)
+    for r in rows:
+        c = r.get("census") or {}
+        if not (r["precision"] or "").startswith("int8") or "int8_weight_ops" not in c:
+            continue
+        if c["float_weight_ops"]:
+            notes.append(f"{r['short']}: weight ops kept in float:"
+                         f" {', '.join(c['float_weight_ops'][:6])}")
+        done, total = (int(x) for x in c["int8_weight_ops"].split("/"))
+        if ref and done == total and c["stored_weight_bytes"] > 1.3 * ref:
+            notes.append(f"{r['short']}: every weight op is int8, yet the file stores"
+                         f" {c['stored_weight_bytes'] / 1e6:.2f} MB of constants against"
+                         f" {ref / 1e6:.2f} MB in the project's int8-dynamic ONNX file: float"
+                         " copies of weights stay in the file beside their int8 versions")
+    for r in rows:
+        out = (r["versions"].get("runtime") or {}).get("output")
+        if out:
+            notes.append(f"{r['short']}: {out}")
+    pinned: dict[str, list[str]] = {}
+    for r in rows:
+        if r.get("fixed_shape"):
+            pinned.setdefault(str(r["fixed_shape"]), []).append(r["short"])
+    for shape, names in pinned.items():
+        notes.append(f"input shape pinned to {shape} by the converter: {', '.join(names)}")
+    return notes
+
+
+def weight_census(path: Path) -> dict:
+    """What the file holds in int8, by the project's own census (ONNX and TFLite): weight ops
+    in int8 / all, the float ones by name, and the bytes of stored constants."""
+    from edge_albert.converters.census import census
+
+    try:
+        c = census(path)
+    except Exception as exc:  # noqa: BLE001 (a peer's failure is a result)
+        return {"error": _first_lines(exc)}
+    return {"int8_weight_ops": f"{sum(w.int8 for w in c.weight_ops)}/{len(c.weight_ops)}",
+            "float_weight_ops": sorted({f"{w.part}:{w.weight}" for w in c.weight_ops
+                                        if not w.int8}),
+            "stored_weight_bytes": c.stored_weight_bytes, "int8_ops": c.int8_ops}
+
+
+def measure(rows: list[dict], runners: dict[str, Runner], batches: list[dict],
+            latency_feeds: list[dict], gold, *, iters: int, rounds: int, warmup: int,
+            log: Callable[[str], None]) -> None:
+    """Accuracy/agreement on ``batches`` and interleaved latency on ``latency_feeds``."""
+    import numpy as np
+
+    ref = None
+    live = {}
+    for row in rows:
+        key = row.get("key")
+        if key not in runners:
+            continue
+        try:
+            logits = evaluate(runners[key], batches)
+            if not np.isfinite(logits).all():
+                raise RuntimeError("non-finite logits")
+        except Exception as exc:  # noqa: BLE001 (a peer's failure is a result)
+            row.update(status="failed", error=f"runtime failed: {_first_lines(exc)}")
+            continue
+        if key == "torch:fp32":
+            ref = logits
+        row["_logits"] = logits
+        live[key] = runners[key]
+    assert ref is not None, "torch fp32 reference missing"
+    for row in rows:
+        logits = row.pop("_logits", None)
+        if logits is None:
+            continue
+        pred = logits.argmax(-1)
+        row["accuracy"] = round(float((pred == gold).mean() * 100), 2)
+        row["agreement_with_torch_fp32"] = round(float((pred == ref.argmax(-1)).mean() * 100), 2)
+        row["max_abs_logit_diff"] = float(f"{np.abs(logits - ref).max():.3g}")
+    log(f"accuracy: {len(live)} files on {len(gold)} rows")
+    for row in rows:
+        if row["file"] and Path(row["file"]).suffix in (".onnx", ".tflite"):
+            row["census"] = weight_census(Path(row["file"]))
+    lat = interleaved_latency(live, latency_feeds, iters=iters, rounds=rounds, warmup=warmup)
+    for row in rows:
+        if row.get("key") in lat:
+            row.update(p50_ms=lat[row["key"]]["p50_ms"], p90_ms=lat[row["key"]]["p90_ms"],
+                       min_ms=lat[row["key"]]["min_ms"], latency_calls=lat[row["key"]]["calls"])
+
+
+def markdown(result: dict) -> str:
+    rows = result["rows"]
+    lat = result["latency"]
+    what = "quick: tiny random ALBERT" if result["quick"] else result["model"]
+    L = [f"# Peers on the same student ({what})",
+         "",
+         (f"Dev: `{result['dev']}` ({result['n_dev']} rows), every file fed the same tokenized"
+         f" rows, one at a time, padded to {result['max_length']} tokens. Latency: batch 1,"
+         f" sequence {lat['seq_len']},"
+         f" {result['threads']} thread(s), {lat['calls']} calls per file over {lat['inputs']} in"
+         f" {lat['rounds']} interleaved rounds (shuffled order each round): median (p50), p90 and"
+         " the fastest call (min, the least disturbed by other load). All files run in one process"
+         " through the project's runtime backends (onnxruntime"
+         f" {result['versions'].get('onnxruntime', '?')}, ai-edge-litert"
+         f" {result['versions'].get('ai-edge-litert', '?')}); torch rows in torch"
+         f" {result['versions'].get('torch', '?')}. Load average at start:"
+         f" {result['machine']['load_average_1m']} on {result['machine']['cpus']} CPUs (a shared"
+         " box: compare rows with each other, not with other runs)."),
+         "",
+         ("| tool | recipe | size MB | int8 weight ops | accuracy % | agree % | max abs dlogit |"
+          " p50 ms | p90 ms | min ms | status |"),
+         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+
+    def f(x, fmt):
+        return "" if x is None else format(x, fmt)
+
+    for r in rows:
+        err = (r["error"] or "").removeprefix(f"{r['status']}: ")
+        status = r["status"] if r["status"] == "ok" else f"**{r['status']}**: {err}"
+        status = status.replace("|", "\\|").replace("\n", " ")
+        L.append(f"| {r['tool']} | {r['recipe']} |"
+                 f" {f(r['size_bytes'] and r['size_bytes'] / 1e6, '.2f')} |"
+                 f" {(r.get('census') or {}).get('int8_weight_ops', '')} |"
+                 f" {f(r['accuracy'], '.2f')} | {f(r['agreement_with_torch_fp32'], '.1f')} |"
+                 f" {f(r['max_abs_logit_diff'], '.2g')} | {f(r['p50_ms'], '.3f')} |"
+                 f" {f(r['p90_ms'], '.3f')} | {f(r['min_ms'], '.3f')} | {status} |")
+    h = result["headline"]
+    L += ["", "## Headline: the project's best file against each peer's best", "",
+          (f"Rule: {h['rule']} ({h['torch_fp32_accuracy']:.2f} %). Ratios are peer / project"
+           " (above 1: the project's file is faster or smaller; speed from p50, and from the"
+           " fastest call in brackets); accuracy diff is project minus peer, in points.")]
+    for pool, title in (("all_project_files", "all the project's files"),
+                        ("run_convert_defaults", "run_convert's default files only")):
+        e = h.get(pool)
+        if not e or not e["project"]:
+            continue
+        p = e["project"]
+        L += ["", (f"Against {title}: project's best is **{p['short']}** ({p['p50_ms']:.3f}"
+                   f" ms, {p['size_bytes'] / 1e6:.2f} MB, {p['accuracy']:.2f} %)"), "",
+              ("| peer | peer's best | p50 ms | size MB | accuracy % | speed ratio | size ratio |"
+               " accuracy diff (pts) |"), "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for tool, q in e["peers"].items():
+            if q.get("best") is None:
+                L.append(f"| {tool} | {q.get('note')} | | | | | | |")
+            else:
+                b = q["best"]
+                L.append(f"| {tool} | {b['short']} | {b['p50_ms']:.3f} |"
+                         f" {b['size_bytes'] / 1e6:.2f} | {b['accuracy']:.2f} |"
+                         f" {q['speed_ratio']:.2f} ({q['speed_ratio_min']:.2f}) |"
+                         f" {q['size_ratio']:.2f} | {q['accuracy_diff_points']:+.2f} |")
+    L += ["", "## Peer environments", ""]
+    for name, info in result["venvs"].items():
+        v = info.get("versions") or {}
+        L.append(f"- **{name}**: `{info['venv']}` from"
+                 f" `pip install {' '.join(info['requirements'])}`"
+                 + (f"; versions: {', '.join(f'{k} {x}' for k, x in v.items())}" if v else "")
+                 + (f". Beside the project: {info['coinstall']}" if info.get("coinstall") else "")
+                 + (f". Install error: {info['install_error']}" if info.get("install_error")
+                    else ""))
+    if result.get("notes"):
+        L += ["", "## Notes", ""] + [f"- {n}" for n in result["notes"]]
+    return "\n".join(L) + "\n"
+
+
+def plot(result: dict, path: Path) -> None:
+    """Accuracy vs p50 latency, one numbered point per measured file, marker area ~ size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in result["rows"] if r["status"] == "ok" and r["p50_ms"] is not None]
+    failed = [r for r in result["rows"] if r["status"] != "ok"]
+    colors = {"edge-albert": "tab:blue", "optimum": "tab:orange", "litert-torch": "tab:green",
+              "torch.ao": "tab:red", "torch": "tab:gray"}
+    fig, (ax, key) = plt.subplots(1, 2, figsize=(14, 7), gridspec_kw={"width_ratios": [3, 2]})
+    biggest = max([r["size_bytes"] for r in rows] or [1])
+    for tool, color in colors.items():
+        pts = [r for r in rows if r["tool"] == tool]
+        if pts:
+            ax.scatter([r["p50_ms"] for r in pts], [r["accuracy"] for r in pts],
+                       s=[30 + 900 * r["size_bytes"] / biggest for r in pts], alpha=0.45,
+                       color=color, edgecolors="black", linewidths=0.6, label=tool)
+    lines = []
+    for i, r in enumerate(rows, 1):
+        ax.annotate(str(i), (r["p50_ms"], r["accuracy"]), fontsize=8, weight="bold",
+                    xytext=(3, 3), textcoords="offset points")
+        lines.append(f"{i:>2}  {r['short']}: {r['size_bytes'] / 1e6:.2f} MB, {r['p50_ms']:.2f} ms,"
+                     f" {r['accuracy']:.2f} %")
+    lines += ["", "not plotted:"] + [f"    {r['short']}: {r['status']}" for r in failed] \
+        if failed else []
+    ax.set_xscale("log")
+    from matplotlib.ticker import FormatStrFormatter
+
+    ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(FormatStrFormatter("%g"))
+    ax.tick_params(axis="x", which="minor", labelsize=7)
+    ax.set_xlabel(f"p50 latency, ms (log; batch 1, seq {result['max_length']},"
+                  f" {result['threads']} thread(s))")
+    ax.set_ylabel(f"dev accuracy, % ({result['n_dev']} rows)")
+    ax.set_title("Same ALBERT student, every tool's files (marker area ~ file size)", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="lower right", markerscale=0.4, fontsize=8)
+    key.axis("off")
+    key.text(0, 1, "\n".join(lines), va="top", family="monospace", fontsize=7.5,
+             transform=key.transAxes)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true",
+                    help="a tiny random ALBERT and a generated task (seconds; for tests); peer"
+                         " venvs are used only when already built")
+    ap.add_argument("--model", type=Path, default=REPO / "runs" / "sst2" / "student-small")
+    ap.add_argument("--dev", type=Path, default=SHARED_DATA / "sst2" / "dev.tsv")
+    ap.add_argument("--calibration", type=Path, default=SHARED_DATA / "sst2" / "train.tsv",
+                    help="labelled file whose first --calibration-rows rows calibrate int8-static")
+    ap.add_argument("--calibration-rows", type=int, default=2000)
+    ap.add_argument("--calibration-size", type=int, default=200,
+                    help="calibration examples drawn from those rows (the project's default)")
+    ap.add_argument("--max-length", type=int, default=64)
+    ap.add_argument("--buckets", default="32,64", help="the project's sequence buckets")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--iters", type=int, default=None,
+                    help="latency calls per file (400; quick 10)")
+    ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (20; quick 2)")
+    ap.add_argument("--peers", default=",".join(PEERS))
+    ap.add_argument("--venvs", type=Path, default=REPO / "runs" / "peer-venvs")
+    ap.add_argument("--no-build", action="store_true", help="never build missing peer venvs")
+    ap.add_argument("--project-artifact", type=Path, action="append", default=None,
+                    help="also measure the model files of this artifact (e.g. a quantize search);"
+                         " default: runs/sst2/quantized when measuring its student")
+    ap.add_argument("--work-dir", type=Path, default=None,
+                    help="where converted files go (default runs/peers/<model>; quick: a temp dir)")
+    ap.add_argument("--out-dir", type=Path, default=RESULTS)
+    args = ap.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    t0 = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(f"[peers {time.perf_counter() - t0:6.0f}s] {msg}", file=sys.stderr, flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="peers-") as tmp:
+        return _main(args, Path(tmp), log, t0)
+
+
+def _main(args, tmp: Path, log: Callable[[str], None], t0: float) -> dict:
+    import numpy as np
+    import torch
+    from edge_albert.runtime.tokenizer import TextTokenizer
+
+    from edge_albert.data import read_dataset
+    from edge_albert.modeling import label_names_of, load_classifier
+
+    torch.set_num_threads(args.threads)
+    peers = [p.strip() for p in args.peers.split(",") if p.strip()]
+    unknown = set(peers) - set(PEERS)
+    if unknown:
+        raise SystemExit(f"unknown peer(s) {sorted(unknown)} (known: {', '.join(PEERS)})")
+    if args.quick:
+        work = args.work_dir or tmp
+        work.mkdir(parents=True, exist_ok=True)
+        model_dir, dev, cal_src = quick_inputs(work)
+        max_length = 32
+        buckets: tuple[int, ...] = (16, 32)
+        iters, rounds = args.iters or 10, args.rounds or 2
+        cal_tsv, cal_size = cal_src, min(args.calibration_size, 50)
+        extra: list[Path] = list(args.project_artifact or [])
+    else:
+        model_dir, dev = args.model.resolve(), args.dev.resolve()
+        work = (args.work_dir or REPO / "runs" / "peers" / model_dir.name).resolve()
+        work.mkdir(parents=True, exist_ok=True)
+        max_length = args.max_length
+        buckets = tuple(sorted(int(b) for b in args.buckets.split(",")))
+        iters, rounds = args.iters or 400, args.rounds or 20
+        cal_tsv = head_rows(args.calibration, work / "calibration.tsv", args.calibration_rows)
+        cal_size = args.calibration_size
+        extra = list(args.project_artifact) if args.project_artifact is not None else []
+        default_q = REPO / "runs" / "sst2" / "quantized"
+        if args.project_artifact is None and (default_q / "manifest.json").is_file():
+            from edge_albert.artifacts import load_manifest
+
+            src = str(load_manifest(default_q).config.get("model", ""))
+            if src and (REPO / src).resolve() == model_dir:
+                extra.append(default_q)
+    log(f"model {model_dir}, dev {dev}, work {work}")
+
+    model = load_classifier(model_dir)
+    labels = label_names_of(model)
+    tok = TextTokenizer.load(model_dir)
+    ds = read_dataset(dev, label_names=labels)
+    gold = np.array(ds.label_ids(labels))
+    feeds = encode_rows(tok, ds.inputs(), max_length)
+    # accuracy row by row (batch 1, as latency): a dynamic-int8 file quantizes activations per
+    # batch, so batching would let other rows (and their padding) change a row's answer
+    batches = feeds
+    rng = random.Random(0)
+    latency_feeds = [feeds[i] for i in rng.sample(range(len(feeds)), min(16, len(feeds)))]
+    calib = calibration_npz(cal_tsv, tok, labels, max_length=max_length, buckets=buckets,
+                            size=cal_size, seed=0, dst=work / "calibration.npz")
+
+    rows: list[dict] = []
+    runners: dict[str, Any] = {}
+    torch_versions = _versions(["torch", "transformers"])
+    ref_path = work / "torch.fp32.pt"
+    torch.save(model.state_dict(), ref_path)
+    rows.append(_row("torch", "fp32 reference (transformers AlbertForSequenceClassification)",
+                     short="torch fp32", key="torch:fp32", file=str(ref_path), precision="fp32",
+                     size_bytes=_size(ref_path), versions=torch_versions))
+    runners["torch:fp32"] = torch_runner(model)
+
+    if "torch.ao" in peers:
+        import copy
+        import warnings
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                q = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear},
+                                                           dtype=torch.qint8)
+                path = work / "torch.ao-dynamic-int8.pt"
+                torch.save(q.state_dict(), path)
+                rows.append(_row("torch.ao", "int8-dynamic: torch.ao.quantization.quantize_dynamic"
+                                 "({nn.Linear}, qint8), run in torch", short="torch.ao dynamic",
+                                 key="torch.ao:dynamic",
+                                 file=str(path), precision="int8-dynamic", size_bytes=_size(path),
+                                 versions=torch_versions))
+                runners["torch.ao:dynamic"] = torch_runner(q)
+            except Exception as exc:  # noqa: BLE001 (a peer's failure is a result)
+                rows.append(_row("torch.ao", "int8-dynamic: torch.ao.quantization.quantize_dynamic",
+                                 status="failed", error=f"quantize failed: {_first_lines(exc)}",
+                                 versions=torch_versions))
+        dep = sorted({str(w.message).splitlines()[0][:200] for w in caught
+                      if issubclass(w.category, (DeprecationWarning, FutureWarning))})
+        if dep and rows[-1]["tool"] == "torch.ao":
+            rows[-1]["warnings"] = dep
+
+    proj, proj_runners = project_rows(model_dir, work, cal_tsv, buckets=buckets,
+                                      threads=args.threads, calibration_size=cal_size,
+                                      extra_artifacts=extra, log=log)
+    rows += proj
+    classifiers = {}
+    for key, (runner, clf) in proj_runners.items():
+        runners[key] = runner
+        classifiers[key] = clf
+
+    venvs: dict[str, dict] = {}
+    for name in [p for p in peers if p in VENVS]:
+        prow, info = peer_rows(name, model_dir, work, calib, venvs=args.venvs.resolve(),
+                               build=not args.quick and not args.no_build, threads=args.threads,
+                               log=log)
+        venvs[name] = info
+        for i, r in enumerate(prow):
+            if r["status"] == "ok":
+                r["key"] = f"{name}:{i}"
+                try:
+                    runners[r["key"]] = backend_runner(Path(r["file"]), args.threads)
+                    fixed = [runners[r["key"]].fixed_batch, runners[r["key"]].fixed_length]
+                    if any(fixed):
+                        r["fixed_shape"] = fixed
+                except Exception as exc:  # noqa: BLE001 (a peer's failure is a result)
+                    r.update(status="failed", error=f"runtime cannot load: {_first_lines(exc)}")
+        rows += prow
+
+    measure(rows, runners, batches, latency_feeds, gold, iters=iters, rounds=rounds, warmup=3,
+            log=log)
+    # the project's own path as a device runs it (bucketed padding, Classifier.predict)
+    for r in rows:
+        clf = classifiers.get(r.get("key") or "")
+        if clf is not None and r["status"] == "ok":
+            pred, _ = clf.predict(ds.inputs(), batch_size=32)
+            r["accuracy_classifier_buckets"] = round(
+                float(np.mean([p == g for p, g in zip(pred, ds.labels)]) * 100), 2)
+    for r in rows:
+        rt = runners.get(r.get("key") or "")
+        if rt is not None:
+            r["versions"] = {**r["versions"], "runtime": rt.runtime}
+    ref_acc = next(r["accuracy"] for r in rows if r.get("key") == "torch:fp32")
+    result = {
+        "benchmark": "peers", "quick": args.quick, "model": str(model_dir), "dev": str(dev),
+        "n_dev": len(ds), "calibration": {"file": str(cal_tsv), "examples": cal_size,
+                                          "rows_from": str(args.calibration) if not args.quick
+                                          else "generated"},
+        "max_length": max_length, "buckets": list(buckets), "threads": args.threads,
+        "latency": {"batch": 1, "seq_len": max_length, "calls": iters - iters % rounds,
+                    "rounds": rounds, "warmup": 3, "inputs": f"{len(latency_feeds)} dev rows"},
+        "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                    "cpus": os.cpu_count(), "load_average_1m": round(os.getloadavg()[0], 2)},
+        "versions": _versions(["edge-albert", "torch", "transformers", "onnx", "onnxruntime",
+                               "tensorflow", "ai-edge-litert", "numpy"]),
+        "torch_fp32_accuracy": ref_acc,
+        "rows": [{k: v for k, v in r.items() if k not in ("key", "traceback")} for r in rows],
+        "headline": headline(rows, ref_acc), "venvs": venvs, "notes": auto_notes(rows),
+        "tracebacks": {f"{r['tool']}: {r['recipe']}": r["traceback"] for r in rows
+                       if r.get("traceback")},
+    }
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    stem = "peers.quick" if args.quick else "peers"
+    (args.out_dir / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out_dir / f"{stem}.md").write_text(markdown(result))
+    plot(result, args.out_dir / f"{stem}.png")
+    log(f"done: {args.out_dir / stem}.{{json,md,png}}")
+    return result
+
+
+if __name__ == "__main__":
+    if "--driver" in sys.argv[1:]:
+        sys.exit(driver_main(sys.argv[1:]))
+    main()
