@@ -241,13 +241,14 @@ def plot(result: dict, path: Path) -> None:
 
     cells = result["cells"]
     fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    colors = plt.get_cmap("tab20").colors
     sizes = sorted({c["batch"] for c in cells})
     for ax, batch in zip(axes, (sizes[0], sizes[-1])):
-        for n in result["models"]:
+        for i, n in enumerate(result["models"]):
             pts = sorted((c["seq"], c["p50_ms"]) for c in cells
                          if c["model"] == n and c["batch"] == batch and c["threads"] == 1)
             if pts:
-                ax.plot(*zip(*pts), marker="o", label=n,
+                ax.plot(*zip(*pts), marker="os^vD<>"[i % 7], label=n, color=colors[i % 20],
                         linestyle="--" if "teacher" in n else "-")
         ax.set(xlabel="sequence length", ylabel="median latency, ms (1 thread)", yscale="log",
                title=f"batch {batch}")
@@ -286,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         work = args.work or REPO / "runs" / "bench" / f"matrix-{args.student.name}"
         teacher, student, dev, cal = args.teacher, args.student, args.dev, args.calibration
         seqs, batches, threads, rounds, budget = (32, 64, 128), (1, 8), (1, 2), 5, args.budget
-        subject = f"SST-2 teacher {teacher.name} and student {student.name}"
+        subject = f"SST-2: {teacher.parent.name}/{teacher.name} vs {student.parent.name}/{student.name}"
     art = student_artifact(student, cal, work / "student", quick=args.quick)
     t_onnx = teacher_onnx(teacher, work / "teacher")
     max_len = 128
