@@ -104,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         work = args.work or REPO / "runs" / "bench" / f"matrix-{student.name}" / "student"
         seqs, batches, batch_seq, budget = (16, 32, 64, 128, 256, 512), (1, 2, 4, 8, 16, 32, 64), \
             128, 1.0
-        subject = f"SST-2 student {student.name}"
+        subject = f"SST-2 student {student.parent.name}/{student.name}"
     art = student_artifact(student, cal, work, quick=args.quick)
     texts = list(read_dataset(dev).texts)[:256]
     results = {}
@@ -163,10 +163,13 @@ def plot(result: dict, path: Path) -> None:
             axes[0][col].plot(xs, [p["p50_ms"] for p in pts], style, marker="o", label=name)
             axes[1][col].plot(xs, [p["peak_rss_mb"] - (b[kind]["baseline_rss_mb"] or 0)
                                    for p in pts], style, marker="o", label=name)
-        axes[0][col].set(xscale="log", yscale="log", xlabel=label, ylabel="median latency, ms")
-        axes[1][col].set(xscale="log", xlabel=label,
-                         ylabel="peak RSS above the process's baseline, MB")
+        axes[0][col].set(yscale="log", xlabel=label, ylabel="median latency, ms")
+        axes[1][col].set(xlabel=label, ylabel="peak RSS above the process's baseline, MB")
+        ticks = sorted({p[key] for b in result["backends"].values() for p in b[kind]["points"]})
         for ax in (axes[0][col], axes[1][col]):
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(ticks, [str(t) for t in ticks])
+            ax.minorticks_off()
             ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.suptitle(f"scaling: {result['subject']}, {result['threads']} thread(s),"
