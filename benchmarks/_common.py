@@ -35,8 +35,8 @@ def machine() -> dict[str, Any]:
     for mod in ("numpy", "torch", "onnxruntime", "ai_edge_litert", "tensorflow"):
         try:
             versions[mod] = __import__(mod).__version__
-        except Exception:  # not installed, or no __version__
-            continue
+        except (ImportError, AttributeError):  # not installed, or no __version__
+            versions[mod] = "absent"
     return {"cpu": cpu, "cores": os.cpu_count(), "os": platform.platform(),
             "python": platform.python_version(), "versions": versions}
 

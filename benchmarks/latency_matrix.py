@@ -28,8 +28,18 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (DATA, REPO, RESULTS, feeds_at, interleaved, machine,  # noqa: E402
-                     quick_setup, stats_ms, torch_runner, write_results)
+from _common import (
+    DATA,
+    REPO,
+    RESULTS,
+    feeds_at,
+    interleaved,
+    machine,
+    quick_setup,
+    stats_ms,
+    torch_runner,
+    write_results,
+)
 
 STUDENT_FILES = ("model.fp32.onnx", "model.int8-dynamic.onnx", "model.int8-static.onnx",
                  "model.fp32.ort", "model.int8-dynamic.ort", "model.int8-static.ort",
@@ -66,7 +76,7 @@ def peak_rss(kind: str, path: Path, tokenizer: Path, threads: int) -> dict[str, 
     """Peak RSS of a fresh process that loads one model and runs batch 8 x 128 once."""
     code = RSS_PROBE.format(bench=str(Path(__file__).resolve().parent), kind=kind,
                             path=str(path), tok=str(tokenizer), threads=threads)
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=600)
     if r.returncode != 0:
         return {"error": (r.stderr.strip().splitlines() or ["?"])[-1][:300]}
     got = json.loads(r.stdout.strip().splitlines()[-1])
@@ -90,6 +100,7 @@ def teacher_onnx(teacher: Path, out: Path) -> Path:
     """The teacher exported to fp32 ONNX with the project's exporter (cached)."""
     from edge_albert.converters.onnx_export import export_onnx
     from edge_albert.converters.spec import ExportSpec
+
     from edge_albert.modeling import load_classifier, parameter_count
 
     path = out / "teacher.fp32.onnx"
@@ -108,15 +119,15 @@ def teacher_onnx(teacher: Path, out: Path) -> Path:
 
 def accuracy_rows(models: dict[str, dict], dev: Path) -> None:
     """Dev accuracy (and agreement with torch fp32 of the same model) for every row, in place."""
-    from edge_albert.data import read_dataset
-    from edge_albert.modeling import label_names_of, load_classifier
     from edge_albert.runtime import Classifier
-    from edge_albert.training import predict_logits, tokenize
-
     from edge_albert.runtime.tokenizer import TextTokenizer
 
+    from edge_albert.data import read_dataset
+    from edge_albert.modeling import label_names_of, load_classifier
+    from edge_albert.training import predict_logits, tokenize
+
     ref: dict[str, np.ndarray] = {}
-    for name, m in models.items():
+    for m in models.values():
         if m["kind"] != "torch":
             continue
         model = load_classifier(m["path"])
@@ -129,7 +140,7 @@ def accuracy_rows(models: dict[str, dict], dev: Path) -> None:
         ref[m["role"]] = logits.argmax(-1)
         m["agreement_with_torch"] = 1.0
         m["_names"] = names
-    for name, m in models.items():
+    for m in models.values():
         if m["kind"] == "torch":
             continue
         names = next(x["_names"] for x in models.values() if x["kind"] == "torch"
@@ -149,11 +160,11 @@ def measure(models: dict[str, dict], dev: Path, *, seqs: Sequence[int], batches:
             threads: Sequence[int], budget_s: float, rounds: int) -> list[dict]:
     """Latency cells: every model at every (threads, seq, batch), interleaved per cell."""
     import torch
+    from edge_albert.runtime.backends import open_backend
+    from edge_albert.runtime.tokenizer import TextTokenizer
 
     from edge_albert.data import read_dataset
     from edge_albert.modeling import load_classifier
-    from edge_albert.runtime.backends import open_backend
-    from edge_albert.runtime.tokenizer import TextTokenizer
 
     texts = list(read_dataset(dev).texts)
     toks = {m["tokenizer"]: TextTokenizer.load(m["tokenizer"]) for m in models.values()}
@@ -223,8 +234,8 @@ def markdown(result: dict) -> str:
                      f" {m.get('agreement_with_torch', float('nan')):.1%} |"
                      f" {m.get('rss', {}).get('peak_rss_mb', '')} | {lat} |")
     h = result["headline"]["int8_student_vs_float_teacher"]
-    lines += ["", "Cells: median ms per call (t threads, s sequence length, b batch); p90 and"
-              " throughput are in the JSON.", "",
+    lines += ["", ("Cells: median ms per call (t threads, s sequence length, b batch); p90 and"
+                   " throughput are in the JSON."), "",
               f"Headline: best int8 student file vs the teacher in torch fp32: {h['speedup_min']}-"
               f"{h['speedup_max']}x faster (median {h['speedup_median']}x over the cells),"
               f" {h['size_ratio']}x smaller, accuracy {h['accuracy_diff_points']:+.2f} points"

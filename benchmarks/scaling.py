@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DATA, REPO, RESULTS, machine, quick_setup, write_results  # noqa: E402
+from _common import DATA, REPO, RESULTS, machine, quick_setup, write_results
 
 BACKENDS = {"torch fp32": None, "onnx fp32": "model.fp32.onnx",
             "onnx int8-dynamic": "model.int8-dynamic.onnx", "tflite fp32": "model.fp32.tflite",
@@ -70,7 +70,7 @@ def sweep(kind: str, path: Path, tokenizer: Path, points: list[tuple[int, int]],
     """One backend's sweep in a fresh process: baseline RSS and one row per point."""
     args = (kind, str(path), str(tokenizer), threads, points, texts, budget)
     code = SWEEP.format(bench=str(Path(__file__).resolve().parent), args=args)
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1800)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=1800)
     lines = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
     out = {"baseline_rss_mb": lines[0]["baseline_rss_mb"] if lines else None, "points": lines[1:]}
     if r.returncode != 0:  # e.g. out of memory at a large batch: keep what was measured

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DATA, REPO, RESULTS, machine, quick_setup, write_results  # noqa: E402
+from _common import DATA, REPO, RESULTS, machine, quick_setup, write_results
 
 FILES = ("model.int8-dynamic.onnx", "model.int8-static.ort", "model.int8-dynamic.tflite",
          "model.int8-static.tflite", "model.fp32.onnx")
@@ -61,7 +61,7 @@ def soak_one(art: Path, name: str, dev: Path, *, calls: int, window: int, warmup
     """One backend's soak in a fresh process."""
     code = SOAK.format(args=(str(art), name, str(dev), calls, window, warmup))
     t0 = time.time()
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
                        timeout=7200)
     lines = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
     out: dict = {"file": name, "wall_s": round(time.time() - t0, 1)}
@@ -88,8 +88,8 @@ def soak_one(art: Path, name: str, dev: Path, *, calls: int, window: int, warmup
 def markdown(result: dict) -> str:
     lines = [f"{result['calls']:,} `predict` calls per backend, one sentence each, 1 thread;"
              f" windows of {result['window']:,} calls.", "",
-             "| file | RSS start MB | RSS end MB | growth MB | MB per 10k calls (slope) |"
-             " p99 first ms | p99 last ms | p99 drift | flat within 5 MB |",
+             ("| file | RSS start MB | RSS end MB | growth MB | MB per 10k calls (slope) |"
+              " p99 first ms | p99 last ms | p99 drift | flat within 5 MB |"),
              "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in result["backends"]:
         if "error" in r:
