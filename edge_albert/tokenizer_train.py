@@ -9,10 +9,10 @@ learns are the pieces the runtime will see.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import random
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -59,28 +59,27 @@ def train_tokenizer(
     if len(text) > config.max_sentences:
         text = rng.sample(text, config.max_sentences)
     with write_artifact(out_dir, stage="tokenizer", config=to_dict(config), force=force) as w:
-        with tempfile.TemporaryDirectory() as tmp:
-            corpus = Path(tmp) / "corpus.txt"
-            corpus.write_text("\n".join(text) + "\n", encoding="utf-8")
-            prefix = Path(tmp) / "spiece"
-            try:
-                spm.SentencePieceTrainer.train(
-                    input=str(corpus), model_prefix=str(prefix), vocab_size=config.vocab_size,
-                    model_type=config.model_type.value,
-                    character_coverage=config.character_coverage,
-                    pad_id=0, unk_id=1, bos_id=-1, eos_id=-1,
-                    pad_piece="<pad>", unk_piece="<unk>",
-                    control_symbols=["[CLS]", "[SEP]", "[MASK]"],
-                    normalization_rule_name="identity", hard_vocab_limit=False,
-                    num_threads=min(2, os.cpu_count() or 1),
-                    input_sentence_size=config.max_sentences, shuffle_input_sentence=True,
-                    minloglevel=2,
-                )
-            except RuntimeError as exc:
-                raise DataError(f"SentencePiece training failed: {exc}",
-                                where=", ".join(map(str, sources)) or None,
-                                hint="a smaller --vocab-size may fit a small corpus") from None
-            (w.path / "spiece.model").write_bytes(prefix.with_suffix(".model").read_bytes())
+        # from memory, not a corpus file: the model then records no temporary path, so the
+        # same text and config give a byte-identical spiece.model
+        model = io.BytesIO()
+        try:
+            spm.SentencePieceTrainer.train(
+                sentence_iterator=iter(text), model_writer=model, vocab_size=config.vocab_size,
+                model_type=config.model_type.value,
+                character_coverage=config.character_coverage,
+                pad_id=0, unk_id=1, bos_id=-1, eos_id=-1,
+                pad_piece="<pad>", unk_piece="<unk>",
+                control_symbols=["[CLS]", "[SEP]", "[MASK]"],
+                normalization_rule_name="identity", hard_vocab_limit=False,
+                num_threads=min(2, os.cpu_count() or 1),
+                input_sentence_size=config.max_sentences, shuffle_input_sentence=True,
+                minloglevel=2,
+            )
+        except RuntimeError as exc:
+            raise DataError(f"SentencePiece training failed: {exc}",
+                            where=", ".join(map(str, sources)) or None,
+                            hint="a smaller --vocab-size may fit a small corpus") from None
+        (w.path / "spiece.model").write_bytes(model.getvalue())
         tok = albert_tokenizer_from_spm(w.path / "spiece.model", config.lowercase)
         tok.save(str(w.path / "tokenizer.json"))
         specials = dict(zip(("pad_token", "unk_token", "cls_token", "sep_token", "mask_token"),

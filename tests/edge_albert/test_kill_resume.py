@@ -155,18 +155,6 @@ def hashes(d: Path) -> dict[str, str]:
             for p in sorted(d.rglob("*")) if p.is_file()}
 
 
-def spiece_vocabulary(path: Path) -> bytes:
-    """A SentencePiece model less its trainer's record of where it was trained: spiece.model
-    embeds the temporary paths of its corpus, so two trainings never give the same bytes."""
-    from sentencepiece import sentencepiece_model_pb2 as pb
-
-    m = pb.ModelProto()
-    m.ParseFromString(path.read_bytes())
-    m.trainer_spec.ClearField("input")
-    m.trainer_spec.ClearField("model_prefix")
-    return m.SerializeToString()
-
-
 def leftovers(out: Path) -> list[str]:
     """Temporary siblings of ``out`` a writer left (``.NAME.tmp-*``, ``.NAME.old-*``)."""
     return sorted(p.name for p in out.parent.iterdir()
@@ -497,10 +485,8 @@ def test_pipeline_killed_three_times_ends_like_an_uninterrupted_run(tmp_path):
             assert _numbers(run / stage / "report.json") == _numbers(ref / stage / "report.json")
             continue
         a, b = hashes(run / stage), hashes(ref / stage)
-        skip = {"manifest.json", "train_log.jsonl", "spiece.model"}
+        skip = {"manifest.json", "train_log.jsonl"}  # times and resume markers differ
         assert a.keys() == b.keys()
-        assert spiece_vocabulary(run / stage / "spiece.model") == spiece_vocabulary(
-            ref / stage / "spiece.model")
         assert {k: v for k, v in a.items() if k not in skip} == {
             k: v for k, v in b.items() if k not in skip}, stage
     assert training_records(run / "student") == training_records(ref / "student")
