@@ -5,6 +5,7 @@ candidates, so a noisy neighbour on the machine slows all of them alike and the 
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -62,6 +63,38 @@ def quick_setup(work: Path) -> dict[str, Path]:
         names = read_dataset(task / "train.tsv").label_names()
         init_model_dir("tiny", tok, model, label_names=names, seed=0)
     return {"model": model, "train": task / "train.tsv", "dev": task / "dev.tsv"}
+
+
+def student_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The options every student benchmark shares: which student, data, cache and output."""
+    ap = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    ap.add_argument("--student", type=Path, default=REPO / "runs" / "sst2" / "student-small")
+    ap.add_argument("--dev", type=Path, default=DATA / "sst2" / "dev.tsv")
+    ap.add_argument("--calibration", type=Path, default=DATA / "sst2" / "train.tsv")
+    ap.add_argument("--work", type=Path, default=None, help="where converted files are cached")
+    ap.add_argument("--out-dir", type=Path, default=RESULTS)
+    ap.add_argument("--quick", action="store_true", help="tiny random ALBERT; seconds (a test)")
+    return ap
+
+
+def student_subject(args: argparse.Namespace, name: str) -> dict[str, Any]:
+    """The student, its data and its converted files (cached): the tiny model with --quick."""
+    from latency_matrix import student_artifact
+
+    if args.quick:
+        root = args.work or args.out_dir / f"{name}_quick_work"
+        q = quick_setup(root)
+        student, dev, cal, work = q["model"], q["dev"], q["train"], root / "student"
+        subject = "--quick: a tiny random ALBERT (numbers mean nothing)"
+    else:
+        student, dev, cal = args.student, args.dev, args.calibration
+        if not student.exists() or not dev.exists():
+            raise SystemExit(f"error: {student if not student.exists() else dev} not found (run"
+                             " benchmarks/distill.py --task sst2 first, or pass --student/--dev)")
+        work = args.work or REPO / "runs" / "bench" / f"matrix-{student.name}" / "student"
+        subject = f"SST-2 student {student.parent.name}/{student.name}"
+    art = student_artifact(student, cal, work, quick=args.quick)
+    return {"student": student, "dev": dev, "artifact": art, "subject": subject}
 
 
 def feeds_at(tokenizer: Any, texts: Sequence[str], *, seq: int, batch: int,

@@ -17,7 +17,6 @@ Writes ``roofline.json``, ``roofline.md`` and ``roofline.png`` (``roofline.quick
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections.abc import Sequence
@@ -28,14 +27,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
-    DATA,
-    REPO,
-    RESULTS,
     feeds_at,
     interleaved,
     machine,
-    quick_setup,
     stats_ms,
+    student_parser,
+    student_subject,
     write_results,
 )
 
@@ -127,34 +124,21 @@ def count_flops(model_dir: Path, *, batch: int, seq: int) -> dict[str, int]:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--student", type=Path, default=REPO / "runs" / "sst2" / "student-small")
-    ap.add_argument("--dev", type=Path, default=DATA / "sst2" / "dev.tsv")
-    ap.add_argument("--calibration", type=Path, default=DATA / "sst2" / "train.tsv")
-    ap.add_argument("--work", type=Path, default=None, help="where converted files are cached")
-    ap.add_argument("--out-dir", type=Path, default=RESULTS)
+    ap = student_parser(__doc__)
     ap.add_argument("--seq", type=int, default=128)
-    ap.add_argument("--quick", action="store_true", help="tiny random ALBERT; seconds (a test)")
     args = ap.parse_args(argv)
     from edge_albert.runtime.backends import open_backend
     from edge_albert.runtime.tokenizer import TextTokenizer
-    from latency_matrix import student_artifact
 
     from edge_albert.data import read_dataset
 
     t_start = time.time()
+    subj = student_subject(args, "roofline")
+    student, dev, art, subject = subj["student"], subj["dev"], subj["artifact"], subj["subject"]
     if args.quick:
-        q = quick_setup(args.work or args.out_dir / "roofline_quick_work")
-        student, dev, cal, seq = q["model"], q["dev"], q["train"], 32
-        work = (args.work or args.out_dir / "roofline_quick_work") / "student"
-        threads, budget, rounds, peak_budget = (1,), 0.05, 2, 0.05
-        subject = "--quick: a tiny random ALBERT (numbers mean nothing)"
+        seq, threads, budget, rounds, peak_budget = 32, (1,), 0.05, 2, 0.05
     else:
-        student, dev, cal, seq = args.student, args.dev, args.calibration, args.seq
-        work = args.work or REPO / "runs" / "bench" / f"matrix-{student.name}" / "student"
-        threads, budget, rounds, peak_budget = (1, 2), 1.5, 5, 2.0
-        subject = f"SST-2 student {student.name}"
-    art = student_artifact(student, cal, work, quick=args.quick)
+        seq, threads, budget, rounds, peak_budget = args.seq, (1, 2), 1.5, 5, 2.0
     from transformers import AutoConfig
 
     cfg = AutoConfig.from_pretrained(student)

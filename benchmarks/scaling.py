@@ -12,7 +12,6 @@ Writes ``scaling.json``, ``scaling.md`` and ``scaling.png`` (``scaling.quick.*``
 """
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DATA, REPO, RESULTS, machine, quick_setup, write_results
+from _common import machine, student_parser, student_subject, write_results
 
 BACKENDS = {"torch fp32": None, "onnx fp32": "model.fp32.onnx",
             "onnx int8-dynamic": "model.int8-dynamic.onnx", "tflite fp32": "model.fp32.tflite",
@@ -79,33 +78,19 @@ def sweep(kind: str, path: Path, tokenizer: Path, points: list[tuple[int, int]],
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--student", type=Path, default=REPO / "runs" / "sst2" / "student-small")
-    ap.add_argument("--dev", type=Path, default=DATA / "sst2" / "dev.tsv")
-    ap.add_argument("--calibration", type=Path, default=DATA / "sst2" / "train.tsv")
-    ap.add_argument("--work", type=Path, default=None, help="where converted files are cached")
-    ap.add_argument("--out-dir", type=Path, default=RESULTS)
+    ap = student_parser(__doc__)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--quick", action="store_true", help="tiny random ALBERT; seconds (a test)")
     args = ap.parse_args(argv)
-    from latency_matrix import student_artifact
-
     from edge_albert.data import read_dataset
 
     t_start = time.time()
+    subj = student_subject(args, "scaling")
+    student, dev, art, subject = subj["student"], subj["dev"], subj["artifact"], subj["subject"]
     if args.quick:
-        q = quick_setup(args.work or args.out_dir / "scaling_quick_work")
-        student, dev, cal = q["model"], q["dev"], q["train"]
-        work = (args.work or args.out_dir / "scaling_quick_work") / "student"
         seqs, batches, batch_seq, budget = (16, 32, 64), (1, 2, 4), 32, 0.02
-        subject = "--quick: a tiny random ALBERT (numbers mean nothing)"
     else:
-        student, dev, cal = args.student, args.dev, args.calibration
-        work = args.work or REPO / "runs" / "bench" / f"matrix-{student.name}" / "student"
-        seqs, batches, batch_seq, budget = (16, 32, 64, 128, 256, 512), (1, 2, 4, 8, 16, 32, 64), \
-            128, 1.0
-        subject = f"SST-2 student {student.parent.name}/{student.name}"
-    art = student_artifact(student, cal, work, quick=args.quick)
+        seqs, batches = (16, 32, 64, 128, 256, 512), (1, 2, 4, 8, 16, 32, 64)
+        batch_seq, budget = 128, 1.0
     texts = list(read_dataset(dev).texts)[:256]
     results = {}
     for name, f in BACKENDS.items():

@@ -14,7 +14,6 @@ Writes ``soak.json`` and ``soak.md`` (``soak.quick.*``).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DATA, REPO, RESULTS, machine, quick_setup, write_results
+from _common import machine, student_parser, student_subject, write_results
 
 FILES = ("model.int8-dynamic.onnx", "model.int8-static.ort", "model.int8-dynamic.tflite",
          "model.int8-static.tflite", "model.fp32.onnx")
@@ -103,31 +102,15 @@ def markdown(result: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--student", type=Path, default=REPO / "runs" / "sst2" / "student-small")
-    ap.add_argument("--dev", type=Path, default=DATA / "sst2" / "dev.tsv")
-    ap.add_argument("--calibration", type=Path, default=DATA / "sst2" / "train.tsv")
-    ap.add_argument("--work", type=Path, default=None, help="where converted files are cached")
-    ap.add_argument("--out-dir", type=Path, default=RESULTS)
+    ap = student_parser(__doc__)
     ap.add_argument("--calls", type=int, default=100_000)
     ap.add_argument("--files", default=",".join(FILES))
-    ap.add_argument("--quick", action="store_true", help="tiny random ALBERT, 2,000 calls")
     args = ap.parse_args(argv)
-    from latency_matrix import student_artifact
 
     t_start = time.time()
-    if args.quick:
-        q = quick_setup(args.work or args.out_dir / "soak_quick_work")
-        student, dev, cal = q["model"], q["dev"], q["train"]
-        work = (args.work or args.out_dir / "soak_quick_work") / "student"
-        calls, window, warmup = 2_000, 500, 50
-        subject = "--quick: a tiny random ALBERT"
-    else:
-        student, dev, cal = args.student, args.dev, args.calibration
-        work = args.work or REPO / "runs" / "bench" / f"matrix-{student.name}" / "student"
-        calls, window, warmup = args.calls, 10_000, 1_000
-        subject = f"SST-2 student {student.name}"
-    art = student_artifact(student, cal, work, quick=args.quick)
+    subj = student_subject(args, "soak")
+    dev, art, subject = subj["dev"], subj["artifact"], subj["subject"]
+    calls, window, warmup = (2_000, 500, 50) if args.quick else (args.calls, 10_000, 1_000)
     rows = []
     for f in args.files.split(","):
         print(f"  {f}: {calls:,} calls ...", file=sys.stderr)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .artifacts import MANIFEST, atomic_write_text, sha256_file, verify
+from .artifacts import MANIFEST, atomic_write_text, pid_alive, sha256_file, verify
 from .config import (
     DistillConfig,
     FinetuneConfig,
@@ -139,7 +139,7 @@ class RunLock:
                     pid = int(self.path.read_text().strip() or 0)
                 except (OSError, ValueError):
                     pid = 0
-                if pid and _alive(pid):
+                if pid and pid_alive(pid):
                     raise ArtifactError(f"another pipeline run (pid {pid}) is using this run"
                                         " directory", where=self.path.parent,
                                         hint="wait for it to finish, or use another run directory") from None
@@ -151,16 +151,6 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.path.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass
