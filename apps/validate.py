@@ -216,8 +216,8 @@ def validate_bundle(
             raise RuntimeBackendError(f"no model file(s) {', '.join(unknown)} in the bundle"
                                       f" (it has: {', '.join(names)})", where=bundle_dir)
         names = [n for n in names if n in models]
-    opts = {"threads": threads, "batch_size": batch_size, "warmup": warmup,
-            "latency_runs": latency_runs}
+    opts: dict[str, Any] = {"threads": threads, "batch_size": batch_size, "warmup": warmup,
+                           "latency_runs": latency_runs}
     rows, skipped, failed = [], [], []
     predictions: dict[str, list[int]] = {}
     all_logits: dict[str, np.ndarray] = {}
@@ -275,7 +275,7 @@ def validate_bundle(
     dest.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(dest, json.dumps(result, indent=1) + "\n")
     if save_logits and all_logits:
-        np.savez(dest.with_name(dest.stem + ".logits.npz"), **all_logits)
+        np.savez(dest.with_name(dest.stem + ".logits.npz"), **all_logits)  # type: ignore[arg-type]
     say(f"wrote {dest}")
     if not rows and not failed:
         raise RuntimeBackendError(

@@ -168,7 +168,7 @@ def reference_predictions(conv: Manifest, texts: list, gold: list[int], labels: 
 def _package_dirs() -> dict[str, Path]:
     import edge_albert
 
-    from . import apps, runtime
+    from . import apps, runtime  # type: ignore[attr-defined]  # mapped by package-dir / __path__
 
     return {"edge_albert": Path(edge_albert.__file__).parent,
             "runtime": Path(runtime.__file__).parent, "apps": Path(apps.__file__).parent}

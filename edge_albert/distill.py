@@ -172,7 +172,7 @@ def init_from_teacher(student: Any, teacher: Any) -> list[str]:
     done.append("word_embeddings (truncated SVD)")
     pos = getattr(emb, "position_embeddings", None)
     n = min(s_emb.position_embeddings.weight.shape[0], pos.weight.shape[0]) if pos is not None else 0
-    if n:
+    if n and pos is not None:
         s_emb.position_embeddings.weight[:n].copy_(pos.weight[:n].float() @ basis.T)
         done.append("position_embeddings (projected)")
     tt = getattr(emb, "token_type_embeddings", None)
