@@ -390,57 +390,14 @@ def test_validate_killed_then_rerun_reports_the_same_numbers(tmp_path, conv_ref,
 
 
 # ----------------------------------------------------------------------------- pipeline
-RECIPE = """
-[task]
-builtin = "intents"
-builtin_train_rows = 320
-builtin_dev_rows = 64
-
-[teacher]
-model = "scratch"
-scratch_shape = "tiny"
-scratch_vocab_size = 200
-
-[finetune]
-max_steps = 30
-batch_size = 16
-learning_rate = 3e-3
-max_length = 24
-checkpoint_every = 10
-threads = 1
-
-[distill]
-student = "tiny"
-max_steps = 60
-batch_size = 16
-learning_rate = 3e-3
-max_length = 24
-checkpoint_every = 10
-eval_every = 1000
-threads = 1
-
-[convert]
-formats = ["onnx"]
-precisions = ["fp32", "int8-dynamic"]
-buckets = [16, 24]
-
-[validate]
-latency_runs = 3
-warmup = 1
-batch_sizes = [1]
-max_drop = 100.0
-
-[bundle]
-target = "none"
-"""
 BUILT = ("tokenizer", "teacher", "student", "convert", "validate")
 
 
-def test_pipeline_killed_three_times_ends_like_an_uninterrupted_run(tmp_path):
+def test_pipeline_killed_three_times_ends_like_an_uninterrupted_run(tmp_path, tiny_recipe):
     from edge_albert.pipeline import STATE, run_pipeline
 
-    cfg = tmp_path / "tiny.toml"
-    cfg.write_text(RECIPE)
+    cfg = tiny_recipe(tmp_path, finetune_ckpt=10, distill_steps=60, ckpt=10, formats=["onnx"],
+                      max_drop=100.0)
     ref = tmp_path / "ref"
     run_pipeline(cfg, ref, echo=lambda m: None)
     run = tmp_path / "run"

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -20,60 +19,10 @@ from edge_albert.cli import cli
 from edge_albert.errors import ArtifactError, ConfigError
 from edge_albert.pipeline import STAGES, RunLock, load_pipeline_config, run_pipeline
 
-TINY = """
-[task]
-builtin = "intents"
-builtin_train_rows = 320
-builtin_dev_rows = 64
-
-[teacher]
-model = "scratch"
-scratch_shape = "tiny"
-scratch_vocab_size = 200
-
-[finetune]
-max_steps = 30
-batch_size = 16
-learning_rate = 3e-3
-max_length = 24
-checkpoint_every = 0
-threads = 1
-
-[distill]
-student = "tiny"
-max_steps = {distill_steps}
-batch_size = 16
-learning_rate = 3e-3
-max_length = 24
-checkpoint_every = {ckpt}
-eval_every = 1000
-threads = 1
-
-[convert]
-formats = ["onnx", "tflite"]
-precisions = ["fp32", "int8-dynamic"]
-buckets = [16, 24]
-
-[validate]
-latency_runs = 3
-warmup = 1
-batch_sizes = [1]
-
-[bundle]
-target = "none"
-"""
-
-
-def recipe(tmp_path: Path, distill_steps: int = 20, ckpt: int = 0) -> Path:
-    p = tmp_path / "tiny.toml"
-    p.write_text(TINY.format(distill_steps=distill_steps, ckpt=ckpt))
-    return p
-
-
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
+def finished_run(tmp_path_factory, tiny_recipe):
     d = tmp_path_factory.mktemp("pipe")
-    cfg = recipe(d)
+    cfg = tiny_recipe(d)
     run_pipeline(cfg, d / "run", echo=lambda m: None)
     return cfg, d / "run"
 
@@ -101,12 +50,13 @@ def test_changed_config_is_refused_then_forced(finished_run):
     assert status["validate"] == "ran"
 
 
-def test_from_a_stage_whose_inputs_were_never_built(tmp_path):
+def test_from_a_stage_whose_inputs_were_never_built(tmp_path, tiny_recipe):
     with pytest.raises(ConfigError, match="earlier stage 'tokenizer' has not been built"):
-        run_pipeline(recipe(tmp_path), tmp_path / "run", start="convert", echo=lambda m: None)
+        run_pipeline(tiny_recipe(tmp_path), tmp_path / "run", start="convert",
+                     echo=lambda m: None)
 
 
-def test_bad_recipes(tmp_path):
+def test_bad_recipes(tmp_path, tiny_recipe):
     bad = tmp_path / "bad.toml"
     bad.write_text('[task]\ntrain = "missing.tsv"\ndev = "missing.tsv"\n')
     with pytest.raises(ConfigError, match=r"task.train: data file .*missing.tsv does not exist"):
@@ -115,7 +65,7 @@ def test_bad_recipes(tmp_path):
     with pytest.raises(ConfigError, match="unknown section"):
         load_pipeline_config(bad)
     with pytest.raises(ConfigError, match="unknown stage 'distil'"):
-        run_pipeline(recipe(tmp_path), tmp_path / "run", start="distil", echo=lambda m: None)
+        run_pipeline(tiny_recipe(tmp_path), tmp_path / "run", start="distil", echo=lambda m: None)
 
 
 def test_second_run_in_the_same_directory_is_refused(tmp_path):
@@ -133,8 +83,8 @@ def test_second_run_in_the_same_directory_is_refused(tmp_path):
         assert (tmp_path / "run" / ".lock").read_text() == str(os.getpid())
 
 
-def test_killed_during_distillation_resumes(tmp_path):
-    cfg = recipe(tmp_path, distill_steps=400, ckpt=20)
+def test_killed_during_distillation_resumes(tmp_path, tiny_recipe):
+    cfg = tiny_recipe(tmp_path, distill_steps=400, ckpt=20)
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "edge_albert", "pipeline", str(cfg), "--run-dir", str(run)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -157,8 +107,8 @@ def test_killed_during_distillation_resumes(tmp_path):
         "tokenizer", "teacher", "student", "convert", "validate"]
 
 
-def test_ctrl_c_during_distillation_exits_cleanly(tmp_path):
-    cfg = recipe(tmp_path, distill_steps=400, ckpt=20)
+def test_ctrl_c_during_distillation_exits_cleanly(tmp_path, tiny_recipe):
+    cfg = tiny_recipe(tmp_path, distill_steps=400, ckpt=20)
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "edge_albert", "pipeline", str(cfg), "--run-dir",

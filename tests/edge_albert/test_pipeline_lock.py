@@ -19,54 +19,12 @@ pytest.importorskip("onnxruntime")
 
 from edge_albert.artifacts import verify
 
-# the tiny recipe of test_pipeline.py, cut to what still takes the lock for some seconds
-RECIPE = """
-[task]
-builtin = "intents"
-builtin_train_rows = 160
-builtin_dev_rows = 32
-
-[teacher]
-model = "scratch"
-scratch_shape = "tiny"
-scratch_vocab_size = 200
-
-[finetune]
-max_steps = 40
-batch_size = 16
-learning_rate = 3e-3
-max_length = 24
-checkpoint_every = 0
-threads = 1
-
-[distill]
-student = "tiny"
-max_steps = 40
-batch_size = 16
-learning_rate = 3e-3
-max_length = 24
-checkpoint_every = 0
-eval_every = 1000
-threads = 1
-
-[convert]
-formats = ["onnx"]
-precisions = ["fp32"]
-buckets = [24]
-
-[validate]
-latency_runs = 2
-warmup = 1
-batch_sizes = [1]
-
-[bundle]
-target = "none"
-"""
 
 
-def test_second_run_into_the_same_directory_is_refused(tmp_path):
-    cfg = tmp_path / "tiny.toml"
-    cfg.write_text(RECIPE)
+def test_second_run_into_the_same_directory_is_refused(tmp_path, tiny_recipe):
+    # cut to what still holds the lock for some seconds
+    cfg = tiny_recipe(tmp_path, train_rows=160, dev_rows=32, finetune_steps=40, distill_steps=40,
+                      formats=["onnx"], precisions=["fp32"], buckets=[24], latency_runs=2)
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "edge_albert", "pipeline", str(cfg), "--run-dir", str(run)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
