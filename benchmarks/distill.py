@@ -41,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="describe: re-measure the teacher and every student already in the JSON")
     ap.add_argument("--presets", default=None, help="comma-separated presets (default: all)")
     ap.add_argument("--runs", type=Path, default=REPO / "runs")
+    ap.add_argument("--data", type=Path, default=DATA, help="folder with <task>/train.tsv, dev.tsv")
+    ap.add_argument("--teacher", type=Path, default=None,
+                    help="use this fine-tuned teacher as is (default: runs/<task>/teacher, made"
+                         " if missing)")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--threads", type=int, default=2, help="torch threads (1 when sharing the CPU)")
     ap.add_argument("--tag", default="", help="name a variant run: student-<preset>-<tag>")
@@ -52,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     from edge_albert.data import read_dataset
     from edge_albert.finetune import run_finetune
 
-    train = read_dataset(DATA / args.task / "train.tsv")
-    dev = read_dataset(DATA / args.task / "dev.tsv", label_names=train.label_names())
+    train = read_dataset(args.data / args.task / "train.tsv")
+    dev = read_dataset(args.data / args.task / "dev.tsv", label_names=train.label_names())
     run_dir = args.runs / args.task
     run_dir.mkdir(parents=True, exist_ok=True)
     results_path = REPO / "benchmarks" / "results" / f"distill_{args.task}.json"
@@ -62,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     results.setdefault("commands", [])
     results["commands"].append("python benchmarks/distill.py " + " ".join(argv or sys.argv[1:]))
 
-    teacher_dir = run_dir / "teacher"
+    teacher_dir = args.teacher or run_dir / "teacher"
+    if args.teacher is not None and not (teacher_dir / "manifest.json").is_file():
+        sys.exit(f"error: {teacher_dir}: not a teacher artifact (no manifest.json)")
     if args.only == "describe":
         results["teacher"] = _describe(teacher_dir, dev, None, args.task)
         for key, row in results.get("students", {}).items():
@@ -97,16 +103,34 @@ def main(argv: list[str] | None = None) -> int:
         key = f"{preset}-{args.tag}" if args.tag else preset
         out = run_dir / f"student-{key}"
         t0 = time.time()
-        if not (out / "manifest.json").is_file():
+        trained_here = not (out / "manifest.json").is_file()
+        if trained_here:
             run_distill(cfg, teacher_dir, train, dev, out, resume=True)
         row = _describe(out, dev, teacher_dir, args.task)
-        row["wall_seconds"] = round(time.time() - t0, 1)
-        row["recipe"] = recipe
+        row.update(_provenance(out))
+        if trained_here:
+            row["wall_seconds"] = round(time.time() - t0, 1)
+            row["recipe"] = recipe
+        else:  # trained elsewhere (e.g. benchmarks/distill_device.py): its own recipe
+            from dataclasses import fields
+
+            from edge_albert.artifacts import load_manifest
+
+            saved = load_manifest(out).config
+            row["recipe"] = {f.name: saved[f.name] for f in fields(DistillConfig) if f.name in saved}
         # re-read before writing: several presets may be distilled by parallel processes
         latest = json.loads(results_path.read_text()) if results_path.is_file() else results
         latest.setdefault("students", {})[key] = row
         _write(results_path, latest)
     return 0
+
+
+def _provenance(model_dir: Path) -> dict:
+    """Where and how long a student trained, from its manifest."""
+    from edge_albert.artifacts import load_manifest
+
+    extra = load_manifest(model_dir).extra
+    return {k: extra[k] for k in ("device", "train_seconds", "steps", "best_step") if k in extra}
 
 
 def _machine() -> dict[str, str | int]:

@@ -249,6 +249,8 @@ def _train_options(f):
                      help="Continue a killed run from OUT.partial/ (same settings required).")(f)
     f = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                      help="Override a setting, e.g. --set finetune.epochs=2.")(f)
+    f = click.option("--device", default=None, metavar="auto|cpu|cuda[:N]",
+                     help="Where to train (default auto: the GPU when torch sees one).")(f)
     f = click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
                      help="TOML file with the stage's table.")(f)
     f = click.option("--out", required=True, type=click.Path(path_type=Path))(f)
@@ -271,8 +273,8 @@ def _read_task(train_file: Path, dev_file: Path):
                    "DistilBERT, ALBERT, MiniLM).")
 @_train_options
 def finetune_command(model_name: str, train_file: Path, dev_file: Path, out: Path,
-                     config_file: Path | None, overrides: tuple[str, ...], resume: bool,
-                     force: bool) -> None:
+                     config_file: Path | None, overrides: tuple[str, ...], device: str | None,
+                     resume: bool, force: bool) -> None:
     """Fine-tune an encoder into a task teacher (a Hugging Face classifier directory).
 
     \b
@@ -280,10 +282,11 @@ def finetune_command(model_name: str, train_file: Path, dev_file: Path, out: Pat
       edge-albert finetune --model minilm/ --train ../shared/data/sst2/train.tsv \\
           --dev ../shared/data/sst2/dev.tsv --set finetune.epochs=1 --out teacher/
     """
-    from .config import FinetuneConfig, load_sections
+    from .config import FinetuneConfig, cli_overrides, load_sections
     from .finetune import run_finetune
 
-    cfg = load_sections({"finetune": FinetuneConfig}, config_file, overrides)["finetune"]
+    sets = list(overrides) + cli_overrides("finetune", device=device)
+    cfg = load_sections({"finetune": FinetuneConfig}, config_file, sets)["finetune"]
     train, dev = _read_task(train_file, dev_file)
     m = run_finetune(cfg, model_name, train, dev, out, resume=resume, force=force)
     if m is not None:
@@ -303,8 +306,8 @@ def finetune_command(model_name: str, train_file: Path, dev_file: Path, out: Pat
 @_train_options
 def distill_command(teacher_dir: Path, student: str | None, student_tokenizer: Path | None,
                     augment: int | None, train_file: Path, dev_file: Path, out: Path,
-                    config_file: Path | None, overrides: tuple[str, ...], resume: bool,
-                    force: bool) -> None:
+                    config_file: Path | None, overrides: tuple[str, ...], device: str | None,
+                    resume: bool, force: bool) -> None:
     """Distil a teacher into a smaller ALBERT student.
 
     \b
@@ -318,11 +321,13 @@ def distill_command(teacher_dir: Path, student: str | None, student_tokenizer: P
     Example:
       edge-albert distill --teacher teacher/ --train ../shared/data/sst2/train.tsv \\
           --dev ../shared/data/sst2/dev.tsv --student small --out student/
+      edge-albert distill ... --device cuda --augment 16 --set distill.batch_size=256
     """
     from .config import DistillConfig, cli_overrides, load_sections
     from .distill import run_distill
 
-    sets = list(overrides) + cli_overrides("distill", student=student, augment=augment)
+    sets = list(overrides) + cli_overrides("distill", student=student, augment=augment,
+                                                     device=device)
     cfg = load_sections({"distill": DistillConfig}, config_file, sets)["distill"]
     train, dev = _read_task(train_file, dev_file)
     m = run_distill(cfg, teacher_dir, train, dev, out, student_tokenizer=student_tokenizer,

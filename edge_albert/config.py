@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
+import re
 import sys
 import types
 import typing
@@ -279,8 +280,11 @@ class TrainConfig:
     checkpoint_every: int = 200  # steps; 0 = never
     seed: int = 42
     threads: int = 0  # torch intra-op threads; 0 = torch's default
+    device: str = "auto"  # "auto" (the GPU when torch sees one), "cpu", "cuda" or "cuda:N"
 
     def __post_init__(self) -> None:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.max_length < 8:

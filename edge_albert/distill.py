@@ -55,6 +55,7 @@ from .training import (
     init_distributed,
     model_inputs,
     predict_logits,
+    resolve_device,
     seed_everything,
     tokenize,
     world,
@@ -319,7 +320,8 @@ def _teacher_logits(teacher: Any, data: TokenizedSet, cache: Path, key: str,
     if npy.is_file() and meta.is_file() and json.loads(meta.read_text()).get("key") == key:
         return np.load(npy)
     cache.mkdir(parents=True, exist_ok=True)
-    logits = predict_logits(teacher, data, batch_size=128)
+    on_gpu = next(teacher.parameters()).is_cuda
+    logits = predict_logits(teacher, data, batch_size=1024 if on_gpu else 128)
     tmp = cache / f".teacher_logits.{random.getrandbits(32)}.npy"
     np.save(tmp, logits)
     tmp.replace(npy)
@@ -353,7 +355,8 @@ def run_distill(cfg: DistillConfig, teacher_dir: str | Path, train: Dataset, dev
     if want_inner and not shared_tok:
         raise ConfigError("hidden-state and attention losses need the teacher's tokenizer",
                           key="distill.hidden_weight", hint="set hidden_weight = attention_weight = 0")
-    init_distributed()
+    device = resolve_device(cfg.device)
+    init_distributed(device)
     seed_everything(cfg.seed)
     max_pos = max(cfg.max_length, getattr(teacher.config, "max_position_embeddings", 512) or 512)
     s_config = student_config(cfg.student, vocab_size=s_tok.vocab_size, label_names=names,
@@ -367,6 +370,7 @@ def run_distill(cfg: DistillConfig, teacher_dir: str | Path, train: Dataset, dev
 
     student = AlbertForSequenceClassification(s_config)
     initialised = init_from_teacher(student, teacher) if (cfg.init_from_teacher and shared_tok) else []
+    teacher.to(device)  # the student moves with the Trainer
 
     # training texts (+ augmented variants), labelled by the teacher once and cached
     texts, pairs, labels = list(train.texts), list(train.pairs) if train.pairs else None, train.label_ids(names)
@@ -412,6 +416,7 @@ def run_distill(cfg: DistillConfig, teacher_dir: str | Path, train: Dataset, dev
     if "stopped_at" in result or world()[0] != 0:
         return None
     final = evaluate()
+    student.to("cpu")
     inputs = [teacher_dir] if (Path(teacher_dir) / "manifest.json").is_file() else []
     with write_artifact(out, stage="distill", config=config_dict, inputs=inputs, force=force) as w:
         student.save_pretrained(w.path)
@@ -426,8 +431,8 @@ def run_distill(cfg: DistillConfig, teacher_dir: str | Path, train: Dataset, dev
             "teacher_flops_per_seq_128": flops_per_sequence(teacher.config, 128),
             "initialised_from_teacher": initialised, "train_rows": len(s_data),
             "best_step": result["best_step"], "steps": result["steps"],
-            "train_seconds": round(result["train_seconds"], 1), "labels": names,
-            "history": result["history"],
+            "train_seconds": round(result["train_seconds"], 1), "device": result["device"],
+            "labels": names, "history": result["history"],
         })
     shutil.rmtree(ckpt, ignore_errors=True)
     return w.manifest

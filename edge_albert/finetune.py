@@ -30,6 +30,7 @@ from .training import (
     init_distributed,
     model_inputs,
     predict_logits,
+    resolve_device,
     seed_everything,
     tokenize,
     world,
@@ -84,7 +85,7 @@ def run_finetune(cfg: FinetuneConfig, model_name: str | Path, train: Dataset, de
         raise DataError("fine-tuning from a hub id needs the model downloaded first",
                         where=str(model_name), hint="pass a local directory")
     tok = TextTokenizer.load(tok_dir)
-    init_distributed()
+    init_distributed(resolve_device(cfg.device))
     seed_everything(cfg.seed)
     quiet_transformers()
     model = load_encoder_for_classification(name, label_names=names)
@@ -110,6 +111,7 @@ def run_finetune(cfg: FinetuneConfig, model_name: str | Path, train: Dataset, de
     if "stopped_at" in result or world()[0] != 0:
         return None
     final = evaluate()
+    model.to("cpu")
     with write_artifact(out, stage="finetune", config=config_dict, force=force) as w:
         model.save_pretrained(w.path)
         copy_tokenizer_files(tok_dir, w.path)
@@ -118,7 +120,7 @@ def run_finetune(cfg: FinetuneConfig, model_name: str | Path, train: Dataset, de
         w.extra.update({"dev": {k: v for k, v in final.items() if k != "score"},
                         "best_step": result["best_step"], "steps": result["steps"],
                         "train_seconds": round(result["train_seconds"], 1),
-                        "labels": names, "history": result["history"]})
+                        "device": result["device"], "labels": names, "history": result["history"]})
     shutil.rmtree(ckpt, ignore_errors=True)
     return w.manifest
 

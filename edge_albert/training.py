@@ -87,12 +87,39 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
-def init_distributed() -> bool:
+def resolve_device(name: str) -> torch.device:
+    """The torch device for a config's ``device``: "auto" is the GPU when torch sees one (under
+    torchrun, the one of this process's LOCAL_RANK), else the CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {name!r} asked for, but torch sees no GPU", key="device",
+                              hint='use device = "cpu" or "auto"')
+        if name == "cuda":
+            name = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        torch.cuda.set_device(torch.device(name))
+        # TF32 matmuls: the 10-bit mantissa is far below the noise of SGD on these models
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return torch.device(name)
+
+
+def device_name(device: torch.device) -> str:
+    """What a manifest records as the training device."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return f"cpu ({platform.machine()})"
+
+
+def init_distributed(device: torch.device | None = None) -> bool:
     """Join the process group torchrun set up (gloo on CPU, nccl on GPU). False if not launched so."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or torch.distributed.is_initialized():
         return torch.distributed.is_initialized()
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    torch.distributed.init_process_group(backend=backend)
+    on_gpu = device.type == "cuda" if device is not None else torch.cuda.is_available()
+    torch.distributed.init_process_group(backend="nccl" if on_gpu else "gloo")
     return True
 
 
@@ -118,11 +145,13 @@ def predict_logits(model: nn.Module, data: TokenizedSet, batch_size: int = 128) 
     """
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     order = np.argsort(data.lengths, kind="stable")
     out = np.zeros((len(data), 0), np.float32)
     for s in range(0, len(data), batch_size):
         idx = order[s:s + batch_size]
-        logits = model(**model_inputs(model, data.batch(idx))).logits.float().numpy()
+        batch = {k: v.to(device) for k, v in data.batch(idx).items()}
+        logits = model(**model_inputs(model, batch)).logits.float().cpu().numpy()
         if out.shape[1] == 0:
             out = np.zeros((len(data), logits.shape[1]), np.float32)
         out[idx] = logits
@@ -141,8 +170,10 @@ def _param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]
 
 
 # Settings a resumed run may change: its length (the linear decay is re-aimed at the new end),
-# how often it evaluates and checkpoints, and its thread count. Any other change is refused.
-RESUMABLE_KEYS = frozenset({"epochs", "max_steps", "eval_every", "checkpoint_every", "threads"})
+# how often it evaluates and checkpoints, its thread count and its device (a run started on a CPU
+# may go on on a GPU). Any other change is refused.
+RESUMABLE_KEYS = frozenset({"epochs", "max_steps", "eval_every", "checkpoint_every", "threads",
+                            "device"})
 
 
 def _config_diff(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
@@ -171,6 +202,8 @@ class Trainer:
         self.progress = progress
         self.stop_after = stop_after  # tests: stop (as if killed) after this many steps
         self.rank, self.world = world()
+        self.device = resolve_device(cfg.device)
+        self.module.to(self.device)
         global_batch = cfg.batch_size * self.world
         self.steps_per_epoch = max(1, math.ceil(len(data) / global_batch))
         self.total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * self.steps_per_epoch))
@@ -216,7 +249,8 @@ class Trainer:
             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "best": best,
             "history": self.history,
             "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                    "python": random.getstate()},
+                    "python": random.getstate(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
         }
         tmp = self.ckpt_dir / f".{CKPT}.tmp-{os.getpid()}"
         torch.save(state, tmp)
@@ -241,6 +275,8 @@ class Trainer:
         torch.set_rng_state(state["rng"]["torch"])
         np.random.set_state(state["rng"]["numpy"])
         random.setstate(state["rng"]["python"])
+        if state["rng"].get("cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         self.history = list(state.get("history", []))
         return int(state["step"]), state["best"]
 
@@ -250,7 +286,8 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         model: nn.Module = self.module
         if self.world > 1:
-            model = nn.parallel.DistributedDataParallel(self.module)
+            model = nn.parallel.DistributedDataParallel(
+                self.module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         opt = torch.optim.AdamW(_param_groups(self.module, cfg.weight_decay), lr=cfg.learning_rate)
         warm = int(cfg.warmup_ratio * self.total_steps)
 
@@ -277,7 +314,8 @@ class Trainer:
         model.train()
         t0, seen = time.perf_counter(), 0
         while step < self.total_steps:
-            batch = self.data.batch(self._batch_indices(step))
+            batch = {k: v.to(self.device, non_blocking=True)
+                     for k, v in self.data.batch(self._batch_indices(step)).items()}
             loss, logs = model(batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -313,4 +351,5 @@ class Trainer:
         if best["state"] is not None:
             self.module.load_state_dict(best["state"])
         return {"best_step": best["step"], "best": best["metrics"], "history": self.history,
-                "steps": self.total_steps, "train_seconds": time.perf_counter() - t0}
+                "steps": self.total_steps, "train_seconds": time.perf_counter() - t0,
+                "device": device_name(self.device)}
