@@ -29,6 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 CARRY = REPO / ".devcarry"
 PART_BYTES = 15 * 2**20  # what comes back from the GPU machine: at most 16 MiB a file
+SAFETY = 0.6  # fraction of the budget planned from the timed step
 
 # The variants, each a benchmarks/distill.py run: (tag, preset, settings). Batch 256 and a
 # larger learning rate than on the CPU (batch 32, 3e-4); 16 teacher-labelled variants per
@@ -127,7 +128,7 @@ def calibrate(task: str, preset: str, settings: dict, device: str, steps: int = 
 
 
 def remote(task: str, out: Path, budget_s: float, max_epochs: float, threads: int,
-           device: str, cal_steps: int) -> int:
+           device: str, cal_steps: int, deadline_s: float) -> int:
     """There: calibrate, run the variants in parallel, choose per preset on dev, pack for return.
 
     Everything but the students goes back in one logs.tar (at most 8 files come back)."""
@@ -148,7 +149,9 @@ def remote(task: str, out: Path, budget_s: float, max_epochs: float, threads: in
     plan = []
     for (tag, preset, settings), s in zip(VARIANTS, step_s):
         total = rows * (1 + settings.get("augment", 0))
-        steps_fit = budget_s / s
+        # calibration of processes sharing one GPU is noisy (0.033 s timed, 0.053 s seen for
+        # small-hidden): plan with a margin
+        steps_fit = SAFETY * budget_s / s
         epochs = round(min(max_epochs, steps_fit * settings["batch_size"] / total), 2)
         plan.append({"tag": tag, "preset": preset, "settings": settings, "step_s": round(s, 4),
                      "epochs": epochs, "rows": total})
@@ -166,8 +169,14 @@ def remote(task: str, out: Path, budget_s: float, max_epochs: float, threads: in
         log = open(logs / f"{p['preset']}-{p['tag']}.txt", "w")
         procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                       env={**os.environ, "TQDM_MININTERVAL": "30"}))
+    # stop stragglers at the deadline so that what finished still comes back before the call's
+    # limit (the 2026-11-26 run lost every student to the limit while one variant ran late)
     for proc in procs:
-        proc.wait()
+        try:
+            proc.wait(timeout=max(1.0, deadline_s - (time.time() - t_start)))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
     best: dict[str, tuple[float, Path]] = {}
     for p in plan:
         d = REPO / "runs" / task / f"student-{p['preset']}-{p['tag']}"
@@ -186,9 +195,10 @@ def remote(task: str, out: Path, budget_s: float, max_epochs: float, threads: in
         shutil.copyfile(results, logs / results.name)
     for p in plan:
         d = REPO / "runs" / task / f"student-{p['preset']}-{p['tag']}"
-        for f in ("manifest.json", "train_log.jsonl"):
-            if (d / f).is_file():
-                shutil.copyfile(d / f, logs / f"{d.name}.{f}")
+        partial = d.parent / f"{d.name}.partial"  # a variant stopped at the deadline
+        for src in (d / "manifest.json", d / "train_log.jsonl", partial / "train_log.jsonl"):
+            if src.is_file():
+                shutil.copyfile(src, logs / f"{src.parent.name}.{src.name}")
     with tarfile.open(out / "logs.tar", "w") as tf:
         tf.add(logs, arcname="logs")
     shutil.rmtree(logs)
@@ -239,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-epochs", type=float, default=6.0)
     ap.add_argument("--threads", type=int, default=4, help="remote: torch CPU threads per variant")
     ap.add_argument("--device", default="cuda", help="remote, calibrate: cuda, or cpu for a dry run")
+    ap.add_argument("--deadline", type=float, default=480.0,
+                    help="remote: seconds after which unfinished variants are stopped")
     ap.add_argument("--cal-steps", type=int, default=40, help="steps timed per variant")
     ap.add_argument("--variant", type=int, default=0, help="calibrate: index into VARIANTS")
     ap.add_argument("--parts", type=Path, default=None, help="unpack: folder with the .tar.partN files")
@@ -247,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         pack(args.task, args.teacher or REPO / "runs" / args.task / "teacher", args.data)
     elif args.action == "remote":
         return remote(args.task, args.out, args.budget, args.max_epochs, args.threads,
-                      args.device, args.cal_steps)
+                      args.device, args.cal_steps, args.deadline)
     elif args.action == "calibrate":
         _, preset, settings = VARIANTS[args.variant]
         print(calibrate(args.task, preset, settings, args.device, args.cal_steps))

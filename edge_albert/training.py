@@ -13,6 +13,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -309,8 +310,9 @@ class Trainer:
         if self.progress and self.rank == 0:
             from tqdm.auto import tqdm
 
+            # into a log file (not a terminal): a line every 30 s, not one per step
             bar = tqdm(total=self.total_steps, initial=step, unit="step", dynamic_ncols=True,
-                       leave=False)
+                       leave=False, mininterval=0.1 if sys.stderr.isatty() else 30)
         model.train()
         t0, seen = time.perf_counter(), 0
         while step < self.total_steps:
