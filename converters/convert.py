@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..artifacts import Manifest, check_new_output, write_artifact
+from ..artifacts import Manifest, check_new_output, scratch_dir, write_artifact
 from ..config import to_dict
 from ..errors import ConfigError, ConversionError
 from .calibration import DEFAULT_SIZE, CalibrationSet
@@ -256,7 +256,8 @@ def run_convert(config: ConvertConfig, model_dir: str | Path, out_dir: str | Pat
         with write_artifact(out_dir, stage="convert", config=record, inputs=inputs,
                             force=force) as w:
             conv = _Converter(config, model, spec, cal, batches, ref, params, w, steps)
-            conv.run(plan)
+            with scratch_dir(w.path):  # libraries' own temp files too: a kill leaves none outside
+                conv.run(plan)
             copy_tokenizer_files(model_dir, w.path)
             (w.path / LABELS_FILE).write_text("\n".join(labels) + "\n", encoding="utf-8")
             w.describe(LABELS_FILE, kind="labels", labels=labels)

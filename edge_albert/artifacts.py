@@ -373,6 +373,28 @@ def _move_into_place(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def scratch_dir(parent: str | Path) -> Iterator[Path]:
+    """A scratch directory inside ``parent`` (a stage's temporary artifact directory), which is
+    also Python's default temp dir while it is open.
+
+    Libraries that write temp files of their own (the ONNX Runtime quantizer, TensorFlow's
+    converter and autograph) then write them here: a SIGKILL leaves nothing in the system temp
+    dir, and the next run's :func:`clean_stale` removes the whole temporary artifact. Not for
+    threads that need their own temp dir meanwhile (``tempfile.tempdir`` is process-wide).
+    """
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix=".scratch-", dir=parent))
+    saved = tempfile.tempdir
+    tempfile.tempdir = str(path)
+    try:
+        yield path
+    finally:
+        tempfile.tempdir = saved
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write a single file atomically (temp file in the same directory + os.replace)."""
     path = Path(path)

@@ -88,12 +88,14 @@ def _sets(section: str, cfg: dict) -> list[str]:
 class Run:
     """One CLI process, its output in a file (the kill conditions poll it)."""
 
-    def __init__(self, tmp: Path, args: list[str], hook: tuple[str, str] | None = None) -> None:
+    def __init__(self, tmp: Path, args: list[str], hook: tuple[str, str] | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.log = tmp / f"run-{time.monotonic_ns()}.log"
         cmd = ([sys.executable, "-m", "edge_albert", *args] if hook is None
                else [sys.executable, "-c", HOOK, *hook, *args])
         with open(self.log, "w") as fh:
-            self.proc = subprocess.Popen(cmd, env=ENV, stdout=fh, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(cmd, env={**ENV, **(env or {})}, stdout=fh,
+                                         stderr=subprocess.STDOUT)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -122,8 +124,9 @@ class Run:
         return self.output()
 
 
-def cli(tmp: Path, *args: str, hook: tuple[str, str] | None = None) -> Run:
-    return Run(tmp, list(args), hook)
+def cli(tmp: Path, *args: str, hook: tuple[str, str] | None = None,
+        env: dict[str, str] | None = None) -> Run:
+    return Run(tmp, list(args), hook, env)
 
 
 def logged_steps(log: Path) -> list[dict]:
@@ -310,10 +313,18 @@ def test_convert_killed_then_rerun_matches_file_for_file(tmp_path, ft_ref, tiny_
         return any((tmp_path / n / "model.fp32.tflite").is_file() for n in leftovers(out))
 
     # 1. killed halfway: the ONNX files are in the temporary directory, TFLite has begun
-    r = cli(tmp_path, *args)
+    system_tmp = tmp_path / "system-tmp"  # the run's TMPDIR: scratch must not land there
+    system_tmp.mkdir()
+    r = cli(tmp_path, *args, env={"TMPDIR": str(system_tmp)})
     r.kill_when(tflite_written, "the fp32 .tflite was written")
     assert_whole_or_absent(out, None)
     assert leftovers(out), "the kill left no temporary directory: nothing was tested"
+    # ONNX scratch and TensorFlow's autograph files live inside the run's temporary directory,
+    # which the next run removes: nothing of the run is left in the system's temp dir (torch's
+    # per-user inductor cache and a 51-byte session-id file, made at import, are caches)
+    left = sorted(p.name for p in system_tmp.iterdir()
+                  if not p.name.startswith("torchinductor_") and p.name != ".ses")
+    assert not left, left
     # 2. re-run without --force: not refused by the leftovers, which are cleaned up
     cli(tmp_path, *args).finish()
     assert not leftovers(out)
