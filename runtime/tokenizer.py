@@ -198,24 +198,28 @@ class TextTokenizer:
             except (json.JSONDecodeError, UnicodeDecodeError):
                 raise TokenizerError("tokenizer_config.json is not valid JSON", where=cfg_path) from None
         kind = "sentencepiece" if (d / "spiece.model").is_file() else "wordpiece"
+        # the first of these present is the one read: the error then names that file
+        source = next((d / f for f in ("tokenizer.json", "spiece.model", "vocab.txt")
+                       if (d / f).is_file()), None)
+        if source is None:
+            raise TokenizerError(
+                "no tokenizer here: expected spiece.model, tokenizer.json or vocab.txt",
+                where=d, hint="point at the directory the tokenizer was saved to")
         try:
-            if (d / "tokenizer.json").is_file():
-                tok = Tokenizer.from_file(str(d / "tokenizer.json"))
-            elif (d / "spiece.model").is_file():
-                tok = albert_tokenizer_from_spm(d / "spiece.model", lowercase)
-            elif (d / "vocab.txt").is_file():
+            if source.name == "tokenizer.json":
+                tok = Tokenizer.from_file(str(source))
+            elif source.name == "spiece.model":
+                tok = albert_tokenizer_from_spm(source, lowercase)
+            else:
                 from tokenizers.implementations import BertWordPieceTokenizer
 
-                tok = BertWordPieceTokenizer(str(d / "vocab.txt"), lowercase=lowercase)._tokenizer
-            else:
-                raise TokenizerError(
-                    "no tokenizer here: expected spiece.model, tokenizer.json or vocab.txt",
-                    where=d, hint="point at the directory the tokenizer was saved to")
+                tok = BertWordPieceTokenizer(str(source), lowercase=lowercase)._tokenizer
         except TokenizerError:
             raise
-        except Exception as exc:  # tokenizers raises a bare Exception on a bad file
+        # tokenizers and sentencepiece raise bare Exceptions (or RuntimeError/OSError) on a bad file
+        except Exception as exc:  # noqa: BLE001
             raise TokenizerError(f"cannot load the tokenizer ({str(exc).splitlines()[0][:200]})",
-                                 where=d) from None
+                                 where=source) from None
         return cls(tok, source=d, kind=kind)
 
     def tokenize(self, text: str) -> list[str]:

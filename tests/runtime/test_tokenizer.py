@@ -46,8 +46,9 @@ def test_missing_pieces_are_clear_errors(tmp_path):
     with pytest.raises(TokenizerError, match="does not exist"):
         TextTokenizer.load(tmp_path / "nope")
     (tmp_path / "tokenizer.json").write_text("{not json")
-    with pytest.raises(TokenizerError, match="cannot load the tokenizer"):
+    with pytest.raises(TokenizerError, match="cannot load the tokenizer") as e:
         TextTokenizer.load(tmp_path)
+    assert e.value.where == str(tmp_path / "tokenizer.json")  # the file, not its directory
 
 
 def test_wordpiece_from_vocab_txt(tmp_path):
