@@ -441,7 +441,12 @@ def demo_command(task: str, data_dir: Path | None, run_dir: Path | None,
     run = run_dir or Path("runs") / ("demo" if task == "intents" else "sst2")
     run.mkdir(parents=True, exist_ok=True)
     recipe = run / "recipe.toml"
-    recipe.write_text(cfg_text, encoding="utf-8")
+    # written before the pipeline takes the run's lock: so only when it differs (a new package
+    # version), and atomically, so a second demo into a running dir never touches the first's file
+    if not recipe.is_file() or recipe.read_text(encoding="utf-8") != cfg_text:
+        from .artifacts import atomic_write_text
+
+        atomic_write_text(recipe, cfg_text)
     _run_and_summarise(recipe, run, tuple(sets), None, force)
 
 
