@@ -140,7 +140,8 @@ def _machine() -> dict[str, str | int]:
     return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count() or 0}
 
 
-HELDOUT = {"sst2": REPO / "benchmarks" / "heldout" / "sentiment_heldout.tsv"}
+HELDOUT = {"sst2": REPO / "benchmarks" / "heldout" / "sentiment_heldout.tsv",
+           "agnews": REPO / "benchmarks" / "heldout" / "agnews_heldout.tsv"}
 
 
 def _describe(model_dir: Path, dev, teacher_dir: Path | None, task: str) -> dict:
