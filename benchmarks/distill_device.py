@@ -93,11 +93,11 @@ def _rebuild_teacher(task: str) -> Path:
 def calibrate(task: str, preset: str, settings: dict, device: str, steps: int = 40) -> float:
     """Seconds per training step of one variant (a batch of 64-token rows)."""
     import torch
+    from transformers import AlbertForSequenceClassification
 
     from edge_albert.config import DistillConfig
     from edge_albert.distill import DistillLoss, student_config
     from edge_albert.modeling import label_names_of, load_classifier
-    from transformers import AlbertForSequenceClassification
 
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     teacher = load_classifier(REPO / "runs" / task / "teacher-from-fp16").to(device)
@@ -166,9 +166,8 @@ def remote(task: str, out: Path, budget_s: float, max_epochs: float, threads: in
         for kv in sets:
             cmd += ["--set", kv]
         p["command"] = " ".join(cmd[1:]).replace(str(REPO) + "/", "")
-        log = open(logs / f"{p['preset']}-{p['tag']}.txt", "w")
-        procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                      env={**os.environ, "TQDM_MININTERVAL": "30"}))
+        with open(logs / f"{p['preset']}-{p['tag']}.txt", "w") as log:  # the child keeps its copy
+            procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT))
     # stop stragglers at the deadline so that what finished still comes back before the call's
     # limit (the 2026-11-26 run lost every student to the limit while one variant ran late)
     for proc in procs:

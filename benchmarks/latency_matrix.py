@@ -236,11 +236,11 @@ def markdown(result: dict) -> str:
     h = result["headline"]["int8_student_vs_float_teacher"]
     lines += ["", ("Cells: median ms per call (t threads, s sequence length, b batch); p90 and"
                    " throughput are in the JSON."), "",
-              f"Headline: best int8 student file vs the teacher in torch fp32: {h['speedup_min']}-"
+              (f"Headline: best int8 student file vs the teacher in torch fp32: {h['speedup_min']}-"
               f"{h['speedup_max']}x faster (median {h['speedup_median']}x over the cells),"
               f" {h['size_ratio']}x smaller, accuracy {h['accuracy_diff_points']:+.2f} points"
               f" ({h['best_int8_by_accuracy']}: {h['accuracy_best_int8']:.2%} vs"
-              f" {h['accuracy_teacher']:.2%})."]
+              f" {h['accuracy_teacher']:.2%}).")]
     return "\n".join(lines) + "\n"
 
 

@@ -85,8 +85,8 @@ def soak_one(art: Path, name: str, dev: Path, *, calls: int, window: int, warmup
 
 
 def markdown(result: dict) -> str:
-    lines = [f"{result['calls']:,} `predict` calls per backend, one sentence each, 1 thread;"
-             f" windows of {result['window']:,} calls.", "",
+    lines = [(f"{result['calls']:,} `predict` calls per backend, one sentence each, 1 thread;"
+              f" windows of {result['window']:,} calls."), "",
              ("| file | RSS start MB | RSS end MB | growth MB | MB per 10k calls (slope) |"
               " p99 first ms | p99 last ms | p99 drift | flat within 5 MB |"),
              "|---|---:|---:|---:|---:|---:|---:|---:|---|"]

@@ -67,9 +67,9 @@ def _coerce(value: Any, tp: Any, *, key: str, where: str | None) -> Any:
         return ConfigError(f"expected {expected}, got {value!r}", where=where, key=key)
 
     if origin in (typing.Union, types.UnionType):
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-            if type(None) in args:
-                return None
+        if (value is None or (isinstance(value, str) and value.lower() in ("none", "null"))) \
+                and type(None) in args:
+            return None
         last: ConfigError | None = None
         for a in args:
             if a is type(None):

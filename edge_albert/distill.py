@@ -416,7 +416,7 @@ def run_distill(cfg: DistillConfig, teacher_dir: str | Path, train: Dataset, dev
     if "stopped_at" in result or world()[0] != 0:
         return None
     final = evaluate()
-    student.to("cpu")
+    student.cpu()
     inputs = [teacher_dir] if (Path(teacher_dir) / "manifest.json").is_file() else []
     with write_artifact(out, stage="distill", config=config_dict, inputs=inputs, force=force) as w:
         student.save_pretrained(w.path)

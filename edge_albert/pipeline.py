@@ -129,7 +129,7 @@ class RunLock:
     def __init__(self, run_dir: Path) -> None:
         self.path = run_dir / LOCK
 
-    def __enter__(self) -> RunLock:
+    def __enter__(self) -> RunLock:  # noqa: PYI034 - typing.Self needs Python 3.11
         self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
             try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -52,7 +53,7 @@ class OnnxRuntimeBackend(Backend):
     """ONNX Runtime's CPU execution provider, or XNNPACK / NNAPI by name when the build has them."""
 
     name = "onnxruntime"
-    PROVIDERS = {"cpu": "CPUExecutionProvider", "xnnpack": "XnnpackExecutionProvider",
+    PROVIDERS: ClassVar[dict[str, str]] = {"cpu": "CPUExecutionProvider", "xnnpack": "XnnpackExecutionProvider",
                  "nnapi": "NnapiExecutionProvider"}
 
     def __init__(self, path: Path, *, threads: int | None = None,
@@ -87,7 +88,7 @@ class OnnxRuntimeBackend(Backend):
             # a requested provider for the CPU.
             self.session = ort.InferenceSession(str(path), sess_options=opts, providers=wanted,
                                                 enable_fallback=0)
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own Fail/InvalidProtobuf types
             raise RuntimeBackendError(f"onnxruntime cannot load this file ({_first_line(exc)})",
                                       where=path) from None
         ins = self.session.get_inputs()
@@ -102,7 +103,7 @@ class OnnxRuntimeBackend(Backend):
         f = {n: np.ascontiguousarray(feeds[n], dtype=self._dtypes[n]) for n in self.input_names}
         try:
             return np.asarray(self.session.run([self._out], f)[0], dtype=np.float32)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any backend failure becomes RuntimeBackendError
             raise RuntimeBackendError(f"onnxruntime failed to run ({_first_line(exc)})",
                                       where=self.path) from None
 
@@ -151,7 +152,7 @@ class TFLiteBackend(Backend):
         try:
             self.interpreter = mod.Interpreter(model_path=str(path), num_threads=threads or None)
             sigs = self.interpreter.get_signature_list()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any backend failure becomes RuntimeBackendError
             raise RuntimeBackendError(f"{self._lib} cannot load this file ({_first_line(exc)})",
                                       where=path) from None
         if not sigs:
@@ -184,7 +185,7 @@ class TFLiteBackend(Backend):
                 return ((out.astype(np.float32) - self._dequant[1]) * self._dequant[0]).astype(
                     np.float32)
             return out.astype(np.float32, copy=False)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any backend failure becomes RuntimeBackendError
             raise RuntimeBackendError(f"{self._lib} failed to run ({_first_line(exc)})",
                                       where=self.path) from None
 

@@ -14,7 +14,7 @@ import reprlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -24,7 +24,7 @@ from .backends import FORMATS, Backend, open_backend
 from .metrics import softmax
 from .tokenizer import TextTokenizer
 
-Texts = Union[Sequence[str], Sequence[tuple[str, str]]]
+Texts = Sequence[str] | Sequence[tuple[str, str]]
 DEFAULT_BUCKETS = (32, 64, 128)
 # the files TextTokenizer.load reads (special_tokens_map.json it never does)
 _TOKENIZER_FILES = ("spiece.model", "tokenizer.json", "tokenizer_config.json", "vocab.txt")

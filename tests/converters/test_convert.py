@@ -393,7 +393,6 @@ def test_fixed_shape_onnx_variants_per_bucket(converted, tokenizer_dir):
     """fixed/model.<precision>.b1x<L>.onnx pin every input to [1, L] and match the dynamic file."""
     import numpy as np
     import onnxruntime as ort
-
     from edge_albert.runtime import Classifier
 
     m = converted

@@ -195,8 +195,8 @@ def test_two_process_gloo_ranks_end_identical(bert_teacher, tmp_path, tiny_task)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                         "--master_port", "29533", str(script), str(bert_teacher), str(tiny_task["train"]),
-                        str(tiny_task["dev"]), str(out)], capture_output=True, text=True, env=env,
-                       timeout=300)
+                        str(tiny_task["dev"]), str(out)], check=False, capture_output=True,
+                       text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     h0 = (tmp_path / "student.rank0").read_text()
     h1 = (tmp_path / "student.rank1").read_text()

@@ -20,7 +20,6 @@ pytest.importorskip("onnxruntime")
 from edge_albert.artifacts import verify
 
 
-
 def test_second_run_into_the_same_directory_is_refused(tmp_path, tiny_recipe):
     # cut to what still holds the lock for some seconds
     cfg = tiny_recipe(tmp_path, train_rows=160, dev_rows=32, finetune_steps=40, distill_steps=40,

@@ -1,8 +1,9 @@
 """SentencePiece training is reproducible: same text and config, byte-identical model."""
 from __future__ import annotations
 
-from edge_albert.config import TokenizerConfig
 from edge_albert.runtime.tokenizer import TextTokenizer
+
+from edge_albert.config import TokenizerConfig
 from edge_albert.tokenizer_train import train_tokenizer
 
 TEXT = [f"the film number {i} was {'good' if i % 2 else 'bad'} and plot {i * 7 % 13} moved"

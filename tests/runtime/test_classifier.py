@@ -78,7 +78,8 @@ def test_corrupt_files_give_one_clear_error(tiny_artifact, tmp_path, name):
         except RuntimeBackendError as e:
             print("ERR", e)
     """)
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True,
+                       timeout=120)
     assert r.returncode == 0, r.stderr[-500:]
     assert r.stdout.startswith("ERR") and name in r.stdout
 
@@ -90,11 +91,11 @@ def test_many_threads_match_serial(tiny_artifact):
         results: list[np.ndarray] = []
         errors: list[BaseException] = []
 
-        def work() -> None:
+        def work(clf=clf, results=results, errors=errors) -> None:
             try:
                 for _ in range(20):
                     results.append(clf.logits(TEXTS))
-            except BaseException as e:  # pragma: no cover - reported below
+            except BaseException as e:  # noqa: BLE001 - pragma: no cover, reported below
                 errors.append(e)
 
         threads = [threading.Thread(target=work) for _ in range(8)]
@@ -127,7 +128,8 @@ def test_runtime_and_apps_run_without_torch_tensorflow_transformers(tiny_artifac
         heavy = [m for m in ("torch", "tensorflow", "transformers") if m in sys.modules]
         print("HEAVY", heavy)
     """)
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True,
+                       timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "HEAVY []" in r.stdout and r.stdout.count("model.int8-dynamic") == 3
 
