@@ -316,6 +316,7 @@ class DistillConfig(TrainConfig):
     hidden_weight: float = 0.0
     attention_weight: float = 0.0
     init_from_teacher: bool = True
+    freeze_embeddings: bool = False  # keep the SVD-initialised word embeddings fixed
     augment: int = 0  # variants per training text, labelled by the teacher
     augment_seed: int = 7
 

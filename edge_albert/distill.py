@@ -370,6 +370,9 @@ def run_distill(cfg: DistillConfig, teacher_dir: str | Path, train: Dataset, dev
 
     student = AlbertForSequenceClassification(s_config)
     initialised = init_from_teacher(student, teacher) if (cfg.init_from_teacher and shared_tok) else []
+    if cfg.freeze_embeddings:
+        # the teacher's word geometry for every id, also the ids the task data never shows
+        student.albert.embeddings.word_embeddings.weight.requires_grad_(False)
     teacher.to(device)  # the student moves with the Trainer
 
     # training texts (+ augmented variants), labelled by the teacher once and cached

@@ -98,6 +98,29 @@ def test_svd_and_layer_init_from_teacher(bert_teacher, tmp_path, task):
     assert torch.equal(q, teacher.bert.encoder.layer[1].attention.self.query.weight)
 
 
+def test_frozen_embeddings_stay_the_svd_init(bert_teacher, tmp_path, task):
+    from safetensors.torch import load_file
+
+    from edge_albert.distill import init_from_teacher
+    from edge_albert.modeling import load_classifier
+
+    shape = tmp_path / "student.json"  # E 16 < the teacher's H 32: the SVD init applies
+    shape.write_text(json.dumps({"embedding_size": 16, "hidden_size": 32, "num_hidden_layers": 2,
+                                 "num_attention_heads": 2, "intermediate_size": 64}))
+    cfg = DistillConfig(**{**FAST, "max_steps": 12}, student=str(shape))
+    m = run_distill(DistillConfig(**{**cfg.__dict__, "freeze_embeddings": True}), bert_teacher,
+                    *task, tmp_path / "frozen", progress=False)
+    free = run_distill(cfg, bert_teacher, *task, tmp_path / "free", progress=False)
+    assert m is not None and free is not None
+    key = "albert.embeddings.word_embeddings.weight"
+    frozen_w = load_file(tmp_path / "frozen" / "model.safetensors")[key]
+    student = transformers.AlbertForSequenceClassification(
+        transformers.AlbertConfig.from_pretrained(tmp_path / "frozen"))
+    init_from_teacher(student, load_classifier(bert_teacher))
+    assert torch.equal(frozen_w, student.albert.embeddings.word_embeddings.weight)
+    assert not torch.equal(load_file(tmp_path / "free" / "model.safetensors")[key], frozen_w)
+
+
 def test_resume_equals_uninterrupted(bert_teacher, tmp_path, task):
     cfg = DistillConfig(**{**FAST, "checkpoint_every": 8, "max_steps": 20}, student="tiny")
     full = run_distill(cfg, bert_teacher, *task, tmp_path / "a", progress=False)
