@@ -317,6 +317,7 @@ class DistillConfig(TrainConfig):
     attention_weight: float = 0.0
     init_from_teacher: bool = True
     freeze_embeddings: bool = False  # keep the SVD-initialised word embeddings fixed
+    dropout: float = -1.0  # student hidden + attention dropout; < 0 keeps the config's (v2: 0)
     augment: int = 0  # variants per training text, labelled by the teacher
     augment_seed: int = 7
 
@@ -324,5 +325,7 @@ class DistillConfig(TrainConfig):
         super().__post_init__()
         if self.augment < 0:
             raise ValueError(f"augment must be >= 0, got {self.augment}")
+        if self.dropout >= 1:
+            raise ValueError(f"dropout must be < 1, got {self.dropout}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")

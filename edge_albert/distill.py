@@ -363,6 +363,8 @@ def run_distill(cfg: DistillConfig, teacher_dir: str | Path, train: Dataset, dev
                               max_positions=min(max_pos, 512), pad_token_id=s_tok.pad_id)
     if cfg.attention_weight > 0:
         s_config._attn_implementation = "eager"
+    if cfg.dropout >= 0:
+        s_config.hidden_dropout_prob = s_config.attention_probs_dropout_prob = cfg.dropout
     if cfg.max_length > s_config.max_position_embeddings:
         raise ConfigError(f"max_length {cfg.max_length} exceeds the student's"
                           f" {s_config.max_position_embeddings} positions", key="distill.max_length")

@@ -121,6 +121,16 @@ def test_frozen_embeddings_stay_the_svd_init(bert_teacher, tmp_path, task):
     assert not torch.equal(load_file(tmp_path / "free" / "model.safetensors")[key], frozen_w)
 
 
+def test_student_dropout_setting(bert_teacher, tmp_path, task):
+    m = run_distill(DistillConfig(**{**FAST, "max_steps": 4}, student="tiny", dropout=0.1),
+                    bert_teacher, *task, tmp_path / "s", progress=False)
+    assert m is not None
+    saved = json.loads((tmp_path / "s" / "config.json").read_text())
+    assert saved["hidden_dropout_prob"] == saved["attention_probs_dropout_prob"] == 0.1
+    with pytest.raises(ValueError, match="dropout"):
+        DistillConfig(dropout=1.0)
+
+
 def test_resume_equals_uninterrupted(bert_teacher, tmp_path, task):
     cfg = DistillConfig(**{**FAST, "checkpoint_every": 8, "max_steps": 20}, student="tiny")
     full = run_distill(cfg, bert_teacher, *task, tmp_path / "a", progress=False)
