@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 import platform
 import struct
-from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from ..artifacts import installed_versions
 
 # Flags that decide int8 and fp16 speed (asimddp = SDOT/UDOT, Cortex-A76 and later; i8mm = SMMLA).
 ARM_FLAGS = ("asimd", "asimdhp", "fphp", "asimddp", "i8mm", "bf16", "sve", "sve2", "sme")
@@ -94,13 +95,7 @@ def os_release() -> str:
 
 
 def package_versions(names: tuple[str, ...] = RUNTIME_PACKAGES) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for name in names:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
+    return installed_versions(names)
 
 
 def device_facts(*, threads: int | None = None, name: str | None = None) -> dict[str, Any]:

@@ -45,15 +45,20 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def library_versions() -> dict[str, str]:
-    """Versions of the libraries that shape an artifact (only those installed)."""
+def installed_versions(names: tuple[str, ...]) -> dict[str, str]:
+    """Versions of those of ``names`` that are installed (package metadata; nothing imported)."""
     out: dict[str, str] = {}
-    for name in _LIBRARIES:
+    for name in names:
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
     return out
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that shape an artifact (only those installed)."""
+    return installed_versions(_LIBRARIES)
 
 
 def tool_version() -> str:
