@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--task", choices=sorted(TEACHER), default="sst2")
     ap.add_argument("--only", choices=["teacher", "distill", "describe"], default=None,
                     help="describe: re-measure the teacher and every student already in the JSON")
-    ap.add_argument("--presets", default=None, help="comma-separated presets (default: all)")
+    ap.add_argument("--presets", default=None,
+                    help="comma-separated presets or AlbertConfig JSON files (default: all presets)")
     ap.add_argument("--runs", type=Path, default=REPO / "runs")
     ap.add_argument("--data", type=Path, default=DATA, help="folder with <task>/train.tsv, dev.tsv")
     ap.add_argument("--teacher", type=Path, default=None,
@@ -94,13 +95,14 @@ def main(argv: list[str] | None = None) -> int:
     from edge_albert.distill import PRESETS, run_distill
 
     presets = args.presets.split(",") if args.presets else list(PRESETS)
-    overrides = dict(kv.split("=", 1) for kv in args.overrides)
+    overrides = {k: _toml_value(v) for k, v in (kv.split("=", 1) for kv in args.overrides)}
     results.setdefault("students", {})
     for preset in presets:
         recipe = {**DISTILL[args.task], "student": preset, "seed": args.seed, "threads": args.threads,
                   **overrides}
         cfg = from_mapping(DistillConfig, recipe, section="distill")
-        key = f"{preset}-{args.tag}" if args.tag else preset
+        name = Path(preset).stem if preset.endswith(".json") else preset  # a config JSON
+        key = f"{name}-{args.tag}" if args.tag else name
         out = run_dir / f"student-{key}"
         t0 = time.time()
         trained_here = not (out / "manifest.json").is_file()
@@ -123,6 +125,16 @@ def main(argv: list[str] | None = None) -> int:
         latest.setdefault("students", {})[key] = row
         _write(results_path, latest)
     return 0
+
+
+def _toml_value(raw: str):
+    """``--set`` values as TOML (``[0, 1]``, ``true``, ``3e-4``); anything else as the string."""
+    import tomllib
+
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
 
 
 def _provenance(model_dir: Path) -> dict:

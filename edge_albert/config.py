@@ -316,6 +316,9 @@ class DistillConfig(TrainConfig):
     hidden_weight: float = 0.0
     attention_weight: float = 0.0
     init_from_teacher: bool = True
+    # teacher layers that initialise the student's layer groups, one index per group (e.g. [0, 1]:
+    # the teacher's bottom layers, a truncated teacher); [] = the middle layer of each group's share
+    teacher_layers: tuple[int, ...] = ()
     freeze_embeddings: bool = False  # keep the SVD-initialised word embeddings fixed
     dropout: float = -1.0  # student hidden + attention dropout; < 0 keeps the config's (v2: 0)
     augment: int = 0  # variants per training text, labelled by the teacher
@@ -329,3 +332,5 @@ class DistillConfig(TrainConfig):
             raise ValueError(f"dropout must be < 1, got {self.dropout}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if any(i < 0 for i in self.teacher_layers):
+            raise ValueError(f"teacher_layers must be >= 0, got {list(self.teacher_layers)}")

@@ -153,8 +153,13 @@ def _encoder_parts(teacher: Any) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def init_from_teacher(student: Any, teacher: Any) -> list[str]:
-    """Copy what the shapes allow from the teacher; returns what was initialised."""
+def init_from_teacher(student: Any, teacher: Any, layers: Sequence[int] = ()) -> list[str]:
+    """Copy what the shapes allow from the teacher; returns what was initialised.
+
+    ``layers``: the teacher layer for each of the student's layer groups (default: the middle
+    layer of each group's share of the teacher). A student FFN narrower than the teacher's keeps
+    the teacher's most important neurons (see :func:`_copy_bert_layer`).
+    """
     done: list[str] = []
     parts = _encoder_parts(teacher)
     emb = parts["emb"]
@@ -188,16 +193,19 @@ def init_from_teacher(student: Any, teacher: Any) -> list[str]:
         mapping.bias.zero_()
         done.append("embedding_hidden_mapping_in (SVD basis)")
     t_cfg = teacher.config
-    same_layer = (h_s == h_t and s_cfg.intermediate_size == getattr(t_cfg, "intermediate_size", -1)
+    same_layer = (h_s == h_t and s_cfg.intermediate_size <= getattr(t_cfg, "intermediate_size", -1)
                   and s_cfg.num_attention_heads == t_cfg.num_attention_heads
                   and getattr(t_cfg, "model_type", "") in ("bert", "roberta", "electra", "xlm-roberta"))
-    layers = parts["layers"]
-    if same_layer and layers is not None:
+    t_layers = parts["layers"]
+    if same_layer and t_layers is not None:
         groups = student.albert.encoder.albert_layer_groups
-        for g, group in enumerate(groups):
-            src = layers[min(len(layers) - 1, (g * 2 + 1) * len(layers) // (2 * len(groups)))]
-            _copy_bert_layer(group.albert_layers[0], src)
-        done.append(f"shared layer(s) from teacher layer(s) ({len(groups)} group(s))")
+        picks = list(layers) or [min(len(t_layers) - 1, (g * 2 + 1) * len(t_layers) // (2 * len(groups)))
+                                 for g in range(len(groups))]
+        for group, i in zip(groups, picks):
+            _copy_bert_layer(group.albert_layers[0], t_layers[i])
+        ffn = ("" if s_cfg.intermediate_size == t_cfg.intermediate_size else
+               f", top {s_cfg.intermediate_size} of {t_cfg.intermediate_size} FFN neurons")
+        done.append(f"shared layer(s) from teacher layer(s) {picks}{ffn}")
         base = parts["base"]
         if getattr(base, "pooler", None) is not None:
             student.albert.pooler.load_state_dict(base.pooler.dense.state_dict())
@@ -209,15 +217,30 @@ def init_from_teacher(student: Any, teacher: Any) -> list[str]:
     return done
 
 
+def ffn_neuron_order(w_in: torch.Tensor, w_out: torch.Tensor) -> torch.Tensor:
+    """FFN neurons, most important first: |row of the input weight| x |column of the output weight|.
+
+    A weight-magnitude proxy for structured FFN pruning (cf. Michel et al. 2019 for heads; no
+    data pass needed). ``w_in``: I x H (``nn.Linear`` H -> I), ``w_out``: H x I.
+    """
+    score = w_in.float().norm(dim=1) * w_out.float().norm(dim=0)
+    return torch.argsort(score, descending=True)
+
+
 def _copy_bert_layer(dst: Any, src: Any) -> None:
+    """A BERT layer into an ALBERT layer; a narrower student FFN keeps the top neurons."""
     att, so = src.attention.self, src.attention.output
     dst.attention.query.load_state_dict(att.query.state_dict())
     dst.attention.key.load_state_dict(att.key.state_dict())
     dst.attention.value.load_state_dict(att.value.state_dict())
     dst.attention.dense.load_state_dict(so.dense.state_dict())
     dst.attention.LayerNorm.load_state_dict(so.LayerNorm.state_dict())
-    dst.ffn.load_state_dict(src.intermediate.dense.state_dict())
-    dst.ffn_output.load_state_dict(src.output.dense.state_dict())
+    w_in, b_in, w_out = src.intermediate.dense.weight, src.intermediate.dense.bias, src.output.dense.weight
+    keep = ffn_neuron_order(w_in, w_out)[:dst.ffn.out_features].sort().values
+    dst.ffn.weight.copy_(w_in[keep])
+    dst.ffn.bias.copy_(b_in[keep])
+    dst.ffn_output.weight.copy_(w_out[:, keep])
+    dst.ffn_output.bias.copy_(src.output.dense.bias)
     dst.full_layer_layer_norm.load_state_dict(src.output.LayerNorm.state_dict())
 
 
@@ -371,7 +394,14 @@ def run_distill(cfg: DistillConfig, teacher_dir: str | Path, train: Dataset, dev
     from transformers import AlbertForSequenceClassification
 
     student = AlbertForSequenceClassification(s_config)
-    initialised = init_from_teacher(student, teacher) if (cfg.init_from_teacher and shared_tok) else []
+    n_layers = len(_encoder_parts(teacher)["layers"] or ())
+    if cfg.teacher_layers and (len(cfg.teacher_layers) != s_config.num_hidden_groups
+                               or max(cfg.teacher_layers) >= n_layers):
+        raise ConfigError(f"teacher_layers {list(cfg.teacher_layers)}: expected one index per"
+                          f" student layer group ({s_config.num_hidden_groups}), each below the"
+                          f" teacher's {n_layers} layers", key="distill.teacher_layers")
+    initialised = (init_from_teacher(student, teacher, cfg.teacher_layers)
+                   if (cfg.init_from_teacher and shared_tok) else [])
     if cfg.freeze_embeddings:
         # the teacher's word geometry for every id, also the ids the task data never shows
         student.albert.embeddings.word_embeddings.weight.requires_grad_(False)

@@ -61,6 +61,43 @@ def test_svd_and_layer_init_from_teacher(bert_teacher, tmp_path, task):
     assert torch.equal(q, teacher.bert.encoder.layer[1].attention.self.query.weight)
 
 
+def test_chosen_teacher_layers_and_a_narrower_ffn(bert_teacher, tmp_path, task):
+    from edge_albert.distill import ffn_neuron_order, init_from_teacher
+    from edge_albert.modeling import load_classifier
+
+    teacher = load_classifier(bert_teacher)
+    cfg = student_config("tiny", vocab_size=teacher.config.vocab_size, label_names=["0", "1"],
+                         max_positions=64)
+    cfg.hidden_size, cfg.num_attention_heads, cfg.embedding_size = 32, 2, 16
+    cfg.intermediate_size, cfg.num_hidden_groups = 40, 2  # the teacher's FFN has 64 neurons
+    student = transformers.AlbertForSequenceClassification(cfg)
+    done = init_from_teacher(student, teacher, layers=[1, 0])
+    assert any("[1, 0]" in d and "top 40 of 64" in d for d in done), done
+    for group, src in zip(student.albert.encoder.albert_layer_groups, (1, 0)):
+        t_layer, s_layer = teacher.bert.encoder.layer[src], group.albert_layers[0]
+        assert torch.equal(s_layer.attention.query.weight, t_layer.attention.self.query.weight)
+        w_in, w_out = t_layer.intermediate.dense.weight, t_layer.output.dense.weight
+        keep = ffn_neuron_order(w_in, w_out)[:40].sort().values
+        assert torch.equal(s_layer.ffn.weight, w_in[keep])
+        assert torch.equal(s_layer.ffn_output.weight, w_out[:, keep])
+        # the kept neurons are the ones with the largest |in| x |out| norms
+        score = w_in.norm(dim=1) * w_out.norm(dim=0)
+        dropped = torch.ones(64, dtype=torch.bool)
+        dropped[keep] = False
+        assert score[keep].min() >= score[dropped].max()
+
+
+def test_teacher_layers_must_fit_the_groups(bert_teacher, tmp_path, task):
+    for layers in ([0, 1], [5]):  # the tiny student has one group; the teacher two layers
+        with pytest.raises(ConfigError, match="teacher_layers") as e:
+            run_distill(DistillConfig(**FAST, student="tiny", teacher_layers=tuple(layers)),
+                        bert_teacher, *task, tmp_path / "s", progress=False)
+        assert e.value.key == "distill.teacher_layers"
+        assert not (tmp_path / "s").exists() and not list(tmp_path.glob("*.partial"))
+    with pytest.raises(ValueError, match="teacher_layers"):
+        DistillConfig(teacher_layers=(-1,))
+
+
 def test_frozen_embeddings_stay_the_svd_init(bert_teacher, tmp_path, task):
     from safetensors.torch import load_file
 
