@@ -53,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="override a distill setting, e.g. --set epochs=1")
     args = ap.parse_args(argv)
 
+    import os
+
+    # presets and variants over the same teacher and texts share one copy of the teacher's logits
+    os.environ.setdefault("EDGE_ALBERT_CACHE", str(args.runs / ".cache"))
     from edge_albert.config import DistillConfig, FinetuneConfig, from_mapping
     from edge_albert.data import read_dataset
     from edge_albert.finetune import run_finetune
@@ -153,6 +157,7 @@ def _machine() -> dict[str, str | int]:
 
 
 HELDOUT = {"sst2": REPO / "benchmarks" / "heldout" / "sentiment_heldout.tsv",
+           "mrpc": REPO / "benchmarks" / "heldout" / "mrpc_heldout.tsv",
            "agnews": REPO / "benchmarks" / "heldout" / "agnews_heldout.tsv"}
 
 

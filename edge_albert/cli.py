@@ -322,6 +322,11 @@ def distill_command(teacher_dir: Path, student: str | None, student_tokenizer: P
       edge-albert distill --teacher teacher/ --train ../shared/data/sst2/train.tsv \\
           --dev ../shared/data/sst2/dev.tsv --student small --out student/
       edge-albert distill ... --device cuda --augment 16 --set distill.batch_size=256
+      edge-albert distill ... --student two_groups.json --set 'distill.teacher_layers=[0, 1]'
+
+    \b
+    The teacher's logits are cached in the run's checkpoint folder; set EDGE_ALBERT_CACHE=DIR
+    to share them between runs over the same teacher and texts (e.g. several presets).
     """
     from .config import DistillConfig, cli_overrides, load_sections
     from .distill import run_distill

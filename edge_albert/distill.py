@@ -6,7 +6,8 @@ the shared weights keep the file small.
 
 Loss (weights in :class:`~edge_albert.config.DistillConfig`):
   * cross-entropy on the labels (for augmented text: the teacher's label),
-  * KL on temperature-softened teacher logits (cached on disk, computed once),
+  * KL on temperature-softened teacher logits (computed once and cached on disk, keyed by the
+    teacher and the texts; set ``EDGE_ALBERT_CACHE`` to share them between runs),
   * hidden-state MSE through a learned projection with a layer mapping, and
   * attention-distribution KL (heads averaged, so head counts may differ),
 the last two only when teacher and student share the tokenizer (their positions line up).
@@ -14,8 +15,9 @@ the last two only when teacher and student share the tokenizer (their positions 
 Initialisation from the teacher where shapes allow: the factorised embedding from a truncated
 SVD of the teacher's word embeddings (V x H = U S V^T -> V x E = U_E S_E and E -> H via V_E),
 position and token-type embeddings projected the same way; when the student has the teacher's
-width, heads and FFN size, the shared layer, pooler and classifier are copied from the teacher
-(the middle layer for the shared layer).
+width and heads (and an FFN no wider), the shared layer(s), pooler and classifier are copied
+from the teacher (the middle layer of each group's share, or the layers ``teacher_layers``
+names; a narrower student FFN keeps the teacher's most important neurons).
 """
 from __future__ import annotations
 
@@ -245,9 +247,6 @@ def _copy_bert_layer(dst: Any, src: Any) -> None:
 
 
 # ----------------------------------------------------------------------------- augmentation
-AUGMENT_RECIPE = 2  # bump when augment_texts changes: it is part of the teacher-logit cache key
-
-
 def augment_texts(texts: Sequence[str], n: int, seed: int,
                   mask_token: str | None = None) -> list[tuple[int, str]]:
     """``n`` variants per text, as (source index, text), after Tang et al. 2019 (arXiv:1903.12136).
@@ -336,12 +335,43 @@ class DistillLoss(nn.Module):
 
 
 # ----------------------------------------------------------------------------- the stage
+CACHE_ENV = "EDGE_ALBERT_CACHE"  # a directory shared by runs: teacher logits are looked up there
+
+
+def logits_key(teacher_dir: str | Path, texts: Sequence[str], pairs: Sequence[str] | None,
+               max_length: int) -> str:
+    """What the teacher's logits over a training set depend on: the teacher (its manifest, or
+    its weights file when it has none), every training text (augmented ones included) and the
+    length they are cut to. Hashing the texts, not the file's path, keeps a shared cache honest
+    when a file is edited in place."""
+    t = Path(teacher_dir)
+    ident = next((sha256_file(t / f) for f in ("manifest.json", "model.safetensors",
+                                                 "pytorch_model.bin") if (t / f).is_file()), str(t))
+    h = hashlib.sha256(json.dumps([ident, max_length, len(texts)]).encode())
+    for text in texts:
+        h.update(text.encode("utf-8", "surrogatepass") + b"\x00")
+    for text in pairs or ():
+        h.update(text.encode("utf-8", "surrogatepass") + b"\x01")
+    return h.hexdigest()
+
+
+def logits_cache_dir(run_cache: Path) -> Path:
+    """``$EDGE_ALBERT_CACHE/teacher-logits`` when set (runs with the same teacher and texts,
+    e.g. several presets, compute the logits once), else the run's own checkpoint directory."""
+    import os
+
+    shared = os.environ.get(CACHE_ENV)
+    return Path(shared).expanduser() / "teacher-logits" if shared else run_cache
+
+
 def _teacher_logits(teacher: Any, data: TokenizedSet, cache: Path, key: str,
                     progress: bool) -> np.ndarray:
     """Teacher logits over a set, cached on disk under ``key`` (recomputed if the key changes)."""
-    npy, meta = cache / "teacher_logits.npy", cache / "teacher_logits.json"
+    npy, meta = cache / f"teacher_logits-{key[:24]}.npy", cache / f"teacher_logits-{key[:24]}.json"
     if npy.is_file() and meta.is_file() and json.loads(meta.read_text()).get("key") == key:
-        return np.load(npy)
+        logits = np.load(npy)
+        if len(logits) == len(data):
+            return logits
     cache.mkdir(parents=True, exist_ok=True)
     on_gpu = next(teacher.parameters()).is_cuda
     logits = predict_logits(teacher, data, batch_size=1024 if on_gpu else 128)
@@ -418,11 +448,8 @@ def run_distill(cfg: DistillConfig, teacher_dir: str | Path, train: Dataset, dev
     t_data = tokenize(t_tok, train, names, cfg.max_length, texts=texts, pairs=pairs,
                       labels=[max(0, x) for x in labels])
     ckpt = partial_dir(out)
-    key = hashlib.sha256(json.dumps([sha256_file(Path(teacher_dir) / "manifest.json")
-                                     if (Path(teacher_dir) / "manifest.json").is_file() else str(teacher_dir),
-                                     str(train.path), len(texts), cfg.max_length, cfg.augment,
-                                     cfg.augment_seed, AUGMENT_RECIPE]).encode()).hexdigest()
-    soft = _teacher_logits(teacher, t_data, ckpt, key, progress)
+    key = logits_key(teacher_dir, texts, pairs, cfg.max_length)
+    soft = _teacher_logits(teacher, t_data, logits_cache_dir(ckpt), key, progress)
     lab = np.asarray(labels, dtype=np.int64)
     lab[lab < 0] = soft[lab < 0].argmax(-1)
     s_data = t_data if shared_tok else tokenize(s_tok, train, names, cfg.max_length, texts=texts,

@@ -1,10 +1,14 @@
 """Shared fixtures: tiny generated data, a tiny SentencePiece tokenizer and a tiny ALBERT."""
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
 import pytest
+
+# a user's shared teacher-logit cache must not leak into (or out of) the tests' runs
+os.environ.pop("EDGE_ALBERT_CACHE", None)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

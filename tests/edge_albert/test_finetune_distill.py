@@ -98,6 +98,34 @@ def test_teacher_layers_must_fit_the_groups(bert_teacher, tmp_path, task):
         DistillConfig(teacher_layers=(-1,))
 
 
+def test_shared_teacher_logit_cache(bert_teacher, tmp_path, task, monkeypatch):
+    import edge_albert.distill as d
+
+    monkeypatch.setenv(d.CACHE_ENV, str(tmp_path / "cache"))
+    calls: list[int] = []
+    real = d.predict_logits
+
+    def counting(model, data, **kw):
+        calls.append(len(data))
+        return real(model, data, **kw)
+
+    monkeypatch.setattr(d, "predict_logits", counting)
+    train, dev = task
+    cfg = DistillConfig(**{**FAST, "max_steps": 4, "eval_every": 0}, student="tiny")
+    assert run_distill(cfg, bert_teacher, train, dev, tmp_path / "a", progress=False) is not None
+    assert calls.count(len(train)) == 1
+    assert len(list((tmp_path / "cache" / "teacher-logits").glob("*.npy"))) == 1
+    # another student over the same teacher and texts: the logits come from the cache
+    other = DistillConfig(**{**cfg.__dict__, "student": "small", "seed": 4})
+    assert run_distill(other, bert_teacher, train, dev, tmp_path / "b", progress=False) is not None
+    assert calls.count(len(train)) == 1
+    # the key follows the texts themselves, not the file's name or row count
+    key = d.logits_key(bert_teacher, train.texts, None, 32)
+    assert key == d.logits_key(bert_teacher, list(train.texts), None, 32)
+    assert key != d.logits_key(bert_teacher, [train.texts[0] + "!", *train.texts[1:]], None, 32)
+    assert key != d.logits_key(bert_teacher, train.texts, None, 64)
+
+
 def test_frozen_embeddings_stay_the_svd_init(bert_teacher, tmp_path, task):
     from safetensors.torch import load_file
 
