@@ -37,8 +37,9 @@ DISTILL = {
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--task", choices=sorted(TEACHER), default="sst2")
-    ap.add_argument("--only", choices=["teacher", "distill", "describe"], default=None,
-                    help="describe: re-measure the teacher and every student already in the JSON")
+    ap.add_argument("--only", choices=["teacher", "distill", "describe", "plot"], default=None,
+                    help="describe: re-measure the teacher and every student already in the JSON;"
+                         " plot: redraw distill_<task>.png from the JSON")
     ap.add_argument("--presets", default=None,
                     help="comma-separated presets or AlbertConfig JSON files (default: all presets)")
     ap.add_argument("--runs", type=Path, default=REPO / "runs")
@@ -52,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", dest="overrides", action="append", default=[],
                     help="override a distill setting, e.g. --set epochs=1")
     args = ap.parse_args(argv)
+    results_path = REPO / "benchmarks" / "results" / f"distill_{args.task}.json"
+    if args.only == "plot":
+        plot(json.loads(results_path.read_text()), results_path.with_suffix(".png"))
+        return 0
 
     import os
 
@@ -65,7 +70,6 @@ def main(argv: list[str] | None = None) -> int:
     dev = read_dataset(args.data / args.task / "dev.tsv", label_names=train.label_names())
     run_dir = args.runs / args.task
     run_dir.mkdir(parents=True, exist_ok=True)
-    results_path = REPO / "benchmarks" / "results" / f"distill_{args.task}.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     results.update({"task": args.task, "seed": args.seed, "machine": _machine()})
     results.setdefault("commands", [])
@@ -205,6 +209,45 @@ def _write(path: Path, results: dict) -> None:
     tmp = path.with_suffix(f".tmp{__import__('os').getpid()}")
     tmp.write_text(json.dumps(results, indent=2) + "\n")
     tmp.replace(path)
+    if results.get("students"):
+        plot(results, path.with_suffix(".png"))
+
+
+def plot(results: dict, path: Path) -> None:
+    """Every student's dev (bar) and held-out (ring) accuracy against the teacher and the target
+    (within 2 points at <= 1/3 of the teacher's FLOPs and <= 1/4 of its parameters)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = results["teacher"]
+    rows = sorted(results["students"].items(), key=lambda kv: kv[1]["dev_accuracy"])
+    fits = [r["flops_per_seq_128"] <= t["flops_per_seq_128"] / 3
+            and r["parameters"] <= t["parameters"] / 4 for _, r in rows]
+    fig, ax = plt.subplots(figsize=(9, 0.38 * len(rows) + 1.6))
+    y = range(len(rows))
+    ax.barh(y, [100 * r["dev_accuracy"] for _, r in rows],
+            color=["tab:blue" if f else "tab:gray" for f in fits])
+    held = [(i, 100 * r["heldout_accuracy"]) for i, (_, r) in enumerate(rows) if "heldout_accuracy" in r]
+    if held:
+        ax.scatter([h for _, h in held], [i for i, _ in held], facecolors="none",
+                   edgecolors="black", zorder=3, label="held-out accuracy")
+    ax.set_yticks(list(y), [f"{k}  ({r['parameters'] / t['parameters']:.2f}x params,"
+                            f" {r['flops_per_seq_128'] / t['flops_per_seq_128']:.2f}x FLOPs)"
+                            for k, r in rows], fontsize=7)
+    dev_t = 100 * t["dev_accuracy"]
+    ax.axvline(dev_t, color="tab:green", label=f"teacher dev {dev_t:.2f} %")
+    ax.axvline(dev_t - 2, color="tab:red", linestyle="--", label="target: teacher - 2 points")
+    lo = min([100 * r["dev_accuracy"] for _, r in rows] + [h for _, h in held]) - 3
+    ax.set_xlim(lo, max(dev_t, *(h for _, h in held)) + 1)
+    ax.set_xlabel("accuracy, %  (blue: within the size and FLOPs budget; gray: over it)")
+    ax.set_title(f"{results['task']}: ALBERT students distilled from the MiniLM teacher", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":
