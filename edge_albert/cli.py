@@ -221,6 +221,50 @@ def model_inspect(model_dir: str) -> None:
         click.echo(f"{k:<24} {v}")
 
 
+@model.command("trim-vocab", context_settings=CONTEXT)
+@click.option("--model", "model_dir", required=True, type=click.Path(path_type=Path),
+              help="Classifier directory with a WordPiece tokenizer.json (e.g. a student).")
+@click.option("--corpus", "corpus", required=True, multiple=True, type=click.Path(path_type=Path),
+              help="Text the deployment sees: a task file (TSV/CSV/JSONL) or .txt, one text a"
+                   " line. Repeat for several files.")
+@click.option("--dev", "dev_file", type=click.Path(path_type=Path), default=None,
+              help="Labelled file to compare accuracy before and after (recorded in the manifest).")
+@click.option("--out", required=True, type=click.Path(path_type=Path))
+@click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
+              help="TOML file with a [trim_vocab] table.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a setting, e.g. --set trim_vocab.keep_first=10000.")
+@click.option("--force", is_flag=True, help="Replace --out if it exists.")
+def model_trim_vocab(model_dir: Path, corpus: tuple[Path, ...], dev_file: Path | None, out: Path,
+                     config_file: Path | None, overrides: tuple[str, ...], force: bool) -> None:
+    """Drop the word-embedding rows the corpus never uses (WordPiece vocabularies).
+
+    Keeps the special tokens, every single character (so any word still splits into pieces),
+    the ids the corpus uses (trim_vocab.min_count, default 1) and the first
+    trim_vocab.keep_first ids. Text made only of kept pieces gives the same logits as before.
+
+    \b
+    Example:
+      edge-albert model trim-vocab --model student/ --corpus ../shared/data/sst2/train.tsv \\
+          --dev ../shared/data/sst2/dev.tsv --out student-trimmed/
+    """
+    from .config import load_sections
+    from .data import read_dataset
+    from .vocab_trim import TrimVocabConfig, run_trim_vocab
+
+    cfg = load_sections({"trim_vocab": TrimVocabConfig}, config_file, list(overrides))["trim_vocab"]
+    dev = read_dataset(dev_file) if dev_file is not None else None
+    m = run_trim_vocab(cfg, model_dir, list(corpus), out, dev=dev, force=force)
+    e = m.extra
+    click.echo(f"wrote {out}: vocabulary {e['vocab_before']:,} -> {e['vocab_after']:,} ids,"
+               f" parameters {e['parameters_before']:,} -> {e['parameters']:,}")
+    if "dev" in e:
+        d = e["dev"]
+        click.echo(f"dev ({d['rows']:,} rows): accuracy {d['accuracy_before']:.4f} ->"
+                   f" {d['accuracy']:.4f}, agreement {d['agreement']:.4f}, tokenization changed"
+                   f" for {d['tokenization_changed']:.1%} of the texts")
+
+
 # ----------------------------------------------------------------------------- artifact
 @cli.group(cls=_Group, context_settings=CONTEXT)
 def artifact() -> None:

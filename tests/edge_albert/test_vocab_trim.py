@@ -1,0 +1,142 @@
+"""Vocabulary trimming on a tiny WordPiece ALBERT (seconds, CPU)."""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from edge_albert.artifacts import verify
+from edge_albert.errors import DataError, TokenizerError
+from edge_albert.vocab_trim import TrimVocabConfig, kept_ids, read_corpus, run_trim_vocab
+
+from ..conftest import make_sentiment_rows, write_tsv
+
+OTHER = ["the orchestra played a long symphony in the old cathedral",
+         "a violinist tuned her instrument backstage before the concert",
+         "the conductor bowed while the audience applauded loudly"]
+
+
+@pytest.fixture(scope="module")
+def wordpiece_model(tmp_path_factory):
+    """A random tiny ALBERT over a WordPiece vocabulary trained on sentiment rows + OTHER."""
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
+
+    from edge_albert.modeling import init_model_dir
+
+    d = tmp_path_factory.mktemp("wp")
+    rows = make_sentiment_rows(200, seed=1)
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.train_from_iterator([t for t, _ in rows] + OTHER * 5, trainers.WordPieceTrainer(
+        vocab_size=400, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]))
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    tok.decoder = decoders.WordPiece()
+    (d / "tok").mkdir()
+    tok.save(str(d / "tok" / "tokenizer.json"))
+    vocab = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
+    (d / "tok" / "vocab.txt").write_text("".join(p + "\n" for p, _ in vocab))
+    init_model_dir("tiny", d / "tok", d / "model", seed=2)
+    train = write_tsv(d / "train.tsv", rows)
+    dev = write_tsv(d / "dev.tsv", make_sentiment_rows(40, seed=5) + [(t, "1") for t in OTHER])
+    return {"model": d / "model", "train": train, "dev": dev}
+
+
+def _logits(model_dir: Path, texts: list[str]) -> np.ndarray:
+    from edge_albert.runtime.tokenizer import TextTokenizer
+
+    from edge_albert.modeling import load_classifier
+
+    enc = TextTokenizer.load(model_dir).encode(texts, max_length=32, pad_to=32)
+    with torch.no_grad():
+        out = load_classifier(model_dir)(input_ids=torch.from_numpy(enc.input_ids),
+                                         attention_mask=torch.from_numpy(enc.attention_mask),
+                                         token_type_ids=torch.from_numpy(enc.token_type_ids))
+    return out.logits.numpy()
+
+
+def test_trim_keeps_the_corpus_logits_and_spells_other_words(wordpiece_model, tmp_path):
+    from edge_albert.runtime.tokenizer import TextTokenizer
+
+    from edge_albert.data import read_dataset
+
+    src, out = wordpiece_model["model"], tmp_path / "trimmed"
+    m = run_trim_vocab(TrimVocabConfig(), src, [wordpiece_model["train"]], out,
+                       dev=read_dataset(wordpiece_model["dev"]))
+    e = m.extra
+    assert e["vocab_after"] < e["vocab_before"] and e["parameters"] < e["parameters_before"]
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["vocab_size"] == e["vocab_after"] == TextTokenizer.load(out).vocab_size
+    assert len((out / "vocab.txt").read_text().splitlines()) == e["vocab_after"]
+    verify(out, stage="trim-vocab")
+    # the corpus's texts: same pieces, same logits
+    corpus = read_corpus(wordpiece_model["train"])[:50]
+    np.testing.assert_allclose(_logits(out, corpus), _logits(src, corpus), atol=1e-5)
+    # words the corpus never shows are spelled with kept pieces, not [UNK]
+    old, new = TextTokenizer.load(src), TextTokenizer.load(out)
+    assert old.tokenize(OTHER[0]) != new.tokenize(OTHER[0])
+    assert "[UNK]" not in new.tokenize(OTHER[0])
+    assert "".join(p.removeprefix("##") for p in new.tokenize(OTHER[0])) == OTHER[0].replace(" ", "")
+    # the --dev comparison: OTHER's rows changed tokenization, the generated rows did not
+    d = e["dev"]
+    assert d["rows"] == 43 and d["tokenization_changed"] == pytest.approx(3 / 43, abs=1e-4)
+    assert 0 <= d["agreement"] <= 1 and d["max_abs_logit_change"] > 0
+
+
+def test_kept_ids_rules():
+    vocab = {p: i for i, p in enumerate(
+        ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "##a", "b", "the", "film", "##ing",
+         "dull", "charm", "orchestra"])}
+    counts = Counter({vocab["film"]: 3, vocab["dull"]: 1, vocab["##ing"]: 2})
+    base = set(range(8))  # specials and single characters
+    assert set(kept_ids(vocab, counts, TrimVocabConfig())) == base | {9, 10, 11}
+    assert set(kept_ids(vocab, counts, TrimVocabConfig(min_count=2))) == base | {9, 10}
+    assert set(kept_ids(vocab, counts, TrimVocabConfig(min_count=5, keep_first=10))) == base | {8, 9}
+    with pytest.raises(ValueError, match="min_count"):
+        TrimVocabConfig(min_count=0)
+
+
+def test_refuses_sentencepiece_and_bad_corpora(tiny_model, wordpiece_model, tmp_path):
+    with pytest.raises(TokenizerError, match="SentencePiece") as e:
+        run_trim_vocab(TrimVocabConfig(), tiny_model, [wordpiece_model["train"]], tmp_path / "o")
+    assert str(e.value.where).endswith("spiece.model")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    for bad in (empty, tmp_path / "missing.txt", tmp_path / "missing.tsv"):
+        with pytest.raises(DataError):
+            run_trim_vocab(TrimVocabConfig(), wordpiece_model["model"], [bad], tmp_path / "o")
+    assert not (tmp_path / "o").exists() and not list(tmp_path.glob(".o.tmp-*"))
+
+
+def test_cli_prints_the_sizes_and_a_one_line_error(wordpiece_model, tmp_path):
+    from click.testing import CliRunner
+
+    from edge_albert.cli import cli
+
+    r = CliRunner().invoke(cli, ["model", "trim-vocab", "--model", str(wordpiece_model["model"]),
+                                 "--corpus", str(wordpiece_model["train"]),
+                                 "--dev", str(wordpiece_model["dev"]), "--out", str(tmp_path / "t")])
+    assert r.exit_code == 0, r.output
+    assert "vocabulary" in r.output and "dev (43 rows)" in r.output
+    r = CliRunner().invoke(cli, ["model", "trim-vocab", "--model", str(wordpiece_model["model"]),
+                                 "--corpus", str(wordpiece_model["train"]), "--out", str(tmp_path / "u"),
+                                 "--set", "trim_vocab.keep_first=-1"])
+    assert r.exit_code != 0 and "keep_first" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "u").exists()
