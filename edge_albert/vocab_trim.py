@@ -125,6 +125,21 @@ def _rewrite_tokenizer(spec: dict[str, Any], new: dict[str, int], where: Path) -
     return spec
 
 
+def _remap_added_tokens_decoder(path: Path, piece_of: dict[int, str], new: dict[str, int]) -> None:
+    """transformers' ``tokenizer_config.json`` may key special tokens by id: follow the pieces."""
+    if not path.is_file():
+        return
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise TokenizerError("tokenizer_config.json is not valid JSON", where=path) from None
+    dec = cfg.get("added_tokens_decoder") if isinstance(cfg, dict) else None
+    if isinstance(dec, dict):
+        cfg["added_tokens_decoder"] = {str(new[piece_of[int(k)]]): v for k, v in dec.items()
+                                       if piece_of.get(int(k)) in new}
+        path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False), encoding="utf-8")
+
+
 def run_trim_vocab(cfg: TrimVocabConfig, model_dir: str | Path, corpus: Sequence[str | Path],
                    out_dir: str | Path, *, dev: Dataset | None = None,
                    force: bool = False) -> Manifest:
@@ -177,6 +192,7 @@ def run_trim_vocab(cfg: TrimVocabConfig, model_dir: str | Path, corpus: Sequence
             encoding="utf-8")
         if (w.path / "vocab.txt").is_file():
             (w.path / "vocab.txt").write_text("".join(p + "\n" for p in new), encoding="utf-8")
+        _remap_added_tokens_decoder(w.path / "tokenizer_config.json", piece_of, new)
         trimmed_tok = TextTokenizer.load(w.path)
         w.extra.update({
             "vocab_before": len(vocab), "vocab_after": len(keep),

@@ -42,9 +42,19 @@ def wordpiece_model(tmp_path_factory):
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     tok.train_from_iterator([t for t, _ in rows] + OTHER * 5, trainers.WordPieceTrainer(
-        vocab_size=400, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]))
+        vocab_size=400, special_tokens=specials))
+    # laid out like BERT's: [PAD], unused slots, then the other specials, so trimming moves them
+    pieces = ["[PAD]", *(f"[unused{i}]" for i in range(10)), *specials[1:],
+              *(p for p, _ in sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
+                if p not in specials)]
+    tok = Tokenizer(models.WordPiece({p: i for i, p in enumerate(pieces)}, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.add_special_tokens(specials)
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    assert cls == 12
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
         special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
@@ -53,6 +63,10 @@ def wordpiece_model(tmp_path_factory):
     tok.save(str(d / "tok" / "tokenizer.json"))
     vocab = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
     (d / "tok" / "vocab.txt").write_text("".join(p + "\n" for p, _ in vocab))
+    # transformers writes special tokens keyed by id here; the ids must follow the trim
+    (d / "tok" / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True,
+        "added_tokens_decoder": {str(i): {"content": p, "special": True}
+                                 for p, i in vocab if p.startswith("[")}}))
     init_model_dir("tiny", d / "tok", d / "model", seed=2)
     train = write_tsv(d / "train.tsv", rows)
     dev = write_tsv(d / "dev.tsv", make_sentiment_rows(40, seed=5) + [(t, "1") for t in OTHER])
@@ -86,6 +100,9 @@ def test_trim_keeps_the_corpus_logits_and_spells_other_words(wordpiece_model, tm
     assert cfg["vocab_size"] == e["vocab_after"] == TextTokenizer.load(out).vocab_size
     assert len((out / "vocab.txt").read_text().splitlines()) == e["vocab_after"]
     verify(out, stage="trim-vocab")
+    new_vocab = TextTokenizer.load(out)._tok.get_vocab()
+    dec = json.loads((out / "tokenizer_config.json").read_text())["added_tokens_decoder"]
+    assert {new_vocab[v["content"]] for v in dec.values()} == {int(k) for k in dec}
     # the corpus's texts: same pieces, same logits
     corpus = read_corpus(wordpiece_model["train"])[:50]
     np.testing.assert_allclose(_logits(out, corpus), _logits(src, corpus), atol=1e-5)
