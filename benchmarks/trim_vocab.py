@@ -21,16 +21,17 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 RESULTS = REPO / "benchmarks" / "results"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from distill import HELDOUT  # noqa: E402  (the held-out sets, one place)
+from distill import HELDOUT  # the held-out sets, kept in one place
 
 DEFAULT = "sst2:student-small,sst2:student-medium-gpu-aug16,agnews:student-small"
 
 
 def _accuracy(model_dir: Path, path: Path) -> float:
-    from edge_albert.data import read_dataset
-    from edge_albert.modeling import label_names_of, load_classifier
     from edge_albert.runtime.metrics import classification_metrics
     from edge_albert.runtime.tokenizer import TextTokenizer
+
+    from edge_albert.data import read_dataset
+    from edge_albert.modeling import label_names_of, load_classifier
     from edge_albert.training import predict_logits, tokenize
 
     model = load_classifier(model_dir)

@@ -36,10 +36,9 @@ def test_inputs_are_recorded_by_manifest_hash(tmp_path):
 def test_failed_stage_leaves_nothing_and_keeps_old(tmp_path):
     out = tmp_path / "a"
     _write(out, "old")
-    with pytest.raises(RuntimeError):
-        with write_artifact(out, stage="demo", config={}, force=True) as w:
-            (w.path / "f.txt").write_text("new half")
-            raise RuntimeError("killed")
+    with pytest.raises(RuntimeError), write_artifact(out, stage="demo", config={}, force=True) as w:
+        (w.path / "f.txt").write_text("new half")
+        raise RuntimeError("killed")
     assert (out / "f.txt").read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["a"]  # no temp dirs left behind
 

@@ -74,9 +74,9 @@ def test_second_run_in_the_same_directory_is_refused(tmp_path):
     try:
         (tmp_path / "run").mkdir()
         (tmp_path / "run" / ".lock").write_text(str(sleeper.pid))
-        with pytest.raises(ArtifactError, match=f"another pipeline run \\(pid {sleeper.pid}\\)"):
-            with RunLock(tmp_path / "run"):
-                pass
+        with pytest.raises(ArtifactError, match=f"another pipeline run \\(pid {sleeper.pid}\\)"), \
+                RunLock(tmp_path / "run"):
+            pass
     finally:
         sleeper.kill()
     sleeper.wait()
