@@ -1,7 +1,8 @@
 """``edge-albert pipeline``: every stage, each into its own artifact directory under one run dir.
 
     tokenizer (only for a teacher trained from scratch) -> teacher (fine-tune, when asked)
-    -> student (distil) -> convert (ONNX, .ort, TFLite; fp32/fp16/int8) -> validate -> bundle
+    -> student (distil) -> trim (vocabulary trimming, when asked) -> convert (ONNX, .ort,
+    TFLite; fp32/fp16/int8) -> validate (against the distilled student) -> bundle
 
 A stage whose config and inputs are unchanged is skipped as up to date: the run directory keeps a
 ledger (``pipeline_state.json``) of each finished stage's fingerprint (its config plus its
@@ -31,8 +32,9 @@ from .config import (
     to_dict,
 )
 from .errors import ArtifactError, ConfigError
+from .vocab_trim import TrimVocabConfig
 
-STAGES = ("tokenizer", "teacher", "student", "convert", "validate", "bundle")
+STAGES = ("tokenizer", "teacher", "student", "trim", "convert", "validate", "bundle")
 STATE = "pipeline_state.json"
 CONFIG_RECORD = "pipeline_config.json"
 LOCK = ".lock"
@@ -66,14 +68,21 @@ class BundleConfig:
     target: str = "rpi"  # rpi, android or none
 
 
+@dataclass(frozen=True)
+class TrimStageConfig(TrimVocabConfig):
+    """``[trim_vocab]``: the trim stage (corpus: the task's training text), off by default."""
+
+    enabled: bool = False
+
+
 def schema() -> dict[str, type]:
     """Section -> config dataclass of a pipeline TOML file."""
     from .converters.convert import ConvertConfig
     from .validate import ValidateConfig
 
     return {"task": TaskConfig, "teacher": TeacherConfig, "tokenizer": TokenizerConfig,
-            "finetune": FinetuneConfig, "distill": DistillConfig, "convert": ConvertConfig,
-            "validate": ValidateConfig, "bundle": BundleConfig}
+            "finetune": FinetuneConfig, "distill": DistillConfig, "trim_vocab": TrimStageConfig,
+            "convert": ConvertConfig, "validate": ValidateConfig, "bundle": BundleConfig}
 
 
 def load_pipeline_config(path: str | Path | None, overrides: tuple[str, ...] | list[str] = ()
@@ -102,6 +111,10 @@ def load_pipeline_config(path: str | Path | None, overrides: tuple[str, ...] | l
     elif task.builtin != "intents":
         raise ConfigError(f"unknown built-in task {task.builtin!r} (known: intents)",
                           where=str(path) if path else None, key="task.builtin")
+    if cfg["trim_vocab"].enabled and cfg["teacher"].model == "scratch":
+        raise ConfigError("vocabulary trimming needs a WordPiece teacher; a scratch teacher's"
+                          " tokenizer is SentencePiece (size it with tokenizer.vocab_size)",
+                          where=str(path) if path else None, key="trim_vocab.enabled")
     if cfg["bundle"].target not in ("rpi", "android", "none"):
         raise ConfigError(f"unknown bundle target {cfg['bundle'].target!r} (rpi, android, none)",
                           key="bundle.target")
@@ -333,14 +346,30 @@ class Pipeline:
                 run_distill(dcfg, teacher_dir, read_dataset(data["train"]),
                             read_dataset(data["dev"]), out, resume=True, force=force)
             return _fingerprint(to_dict(dcfg), data_print, prints.get("teacher", str(teacher_dir))), run_student
+        trim: TrimStageConfig = c["trim_vocab"]
+        if stage == "trim":
+            if not trim.enabled:
+                return None
+
+            def run_trim(out: Path) -> None:
+                from .data import read_dataset
+                from .vocab_trim import run_trim_vocab
+
+                fields = {f.name: getattr(trim, f.name) for f in dataclasses.fields(TrimVocabConfig)}
+                run_trim_vocab(TrimVocabConfig(**fields), self.run / "student", [data["train"]],
+                               out, dev=read_dataset(data["dev"]), force=force)
+            return _fingerprint(to_dict(trim), prints["student"], data_print["train"],
+                                data_print["dev"]), run_trim
         if stage == "convert":
             ccfg = c["convert"]
+            model = self.run / ("trim" if trim.enabled else "student")
 
             def run_conv(out: Path) -> None:
                 from .converters.convert import run_convert
 
-                run_convert(ccfg, self.run / "student", out, calibration=data["train"], force=force)
-            return _fingerprint(to_dict(ccfg), prints["student"], data_print["train"]), run_conv
+                run_convert(ccfg, model, out, calibration=data["train"], force=force)
+            return _fingerprint(to_dict(ccfg), prints.get("trim", prints["student"]),
+                                data_print["train"]), run_conv
         if stage == "validate":
             vcfg = c["validate"]
 

@@ -157,3 +157,81 @@ def test_cli_prints_the_sizes_and_a_one_line_error(wordpiece_model, tmp_path):
                                  "--set", "trim_vocab.keep_first=-1"])
     assert r.exit_code != 0 and "keep_first" in r.output and "Traceback" not in r.output
     assert not (tmp_path / "u").exists()
+
+
+PIPE = """
+[task]
+train = "{train}"
+dev = "{dev}"
+
+[teacher]
+model = "{teacher}"
+finetune = true
+
+[finetune]
+max_steps = 8
+batch_size = 16
+max_length = 24
+checkpoint_every = 0
+threads = 1
+
+[distill]
+student = "tiny"
+max_steps = 8
+batch_size = 16
+max_length = 24
+checkpoint_every = 0
+eval_every = 1000
+threads = 1
+
+[trim_vocab]
+enabled = true
+
+[convert]
+formats = ["onnx"]
+precisions = ["fp32"]
+buckets = [24]
+
+[validate]
+latency_runs = 2
+warmup = 1
+batch_sizes = [1]
+
+[bundle]
+target = "none"
+"""
+
+
+def test_pipeline_trim_stage_feeds_convert_and_validates_against_the_student(
+        wordpiece_model, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from edge_albert.artifacts import load_manifest
+    from edge_albert.pipeline import run_pipeline
+
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(PIPE.format(train=wordpiece_model["train"], dev=wordpiece_model["dev"],
+                                  teacher=wordpiece_model["model"]))
+    p = run_pipeline(recipe, tmp_path / "run", echo=lambda m: None)
+    assert {r.name: r.status for r in p.results}["trim"] == "ran"
+    run = tmp_path / "run"
+    trim = load_manifest(run / "trim")
+    assert trim.extra["vocab_after"] < trim.extra["vocab_before"] and "dev" in trim.extra
+    conv = load_manifest(run / "convert")
+    assert conv.extra["vocab_size"] == trim.extra["vocab_after"]
+    report = json.loads((run / "validate" / "report.json").read_text())
+    assert Path(report["reference"]["path"]).name == "student"  # the untrimmed float model
+    # off again: the trim stage is skipped and convert takes the student as before
+    p = run_pipeline(recipe, tmp_path / "run", overrides=["trim_vocab.enabled=false"], force=True,
+                     echo=lambda m: None)
+    status = {r.name: r.status for r in p.results}
+    assert status["trim"] == "skipped" and status["convert"] == "ran"
+    assert load_manifest(run / "convert").extra["vocab_size"] == trim.extra["vocab_before"]
+
+
+def test_pipeline_refuses_trimming_a_sentencepiece_scratch_teacher(tmp_path, tiny_recipe):
+    from edge_albert.errors import ConfigError
+    from edge_albert.pipeline import load_pipeline_config
+
+    with pytest.raises(ConfigError, match="WordPiece") as e:
+        load_pipeline_config(tiny_recipe(tmp_path), ["trim_vocab.enabled=true"])
+    assert e.value.key == "trim_vocab.enabled"
