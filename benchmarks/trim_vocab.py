@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default=DEFAULT, help=f"task:student-dir under runs/<task>/ (default {DEFAULT})")
     ap.add_argument("--runs", type=Path, default=REPO / "runs")
+    ap.add_argument("--data", type=Path, default=DATA, help="folder with <task>/train.tsv, dev.tsv")
+    ap.add_argument("--out-dir", type=Path, default=RESULTS, help="where the results go")
     ap.add_argument("--no-convert", action="store_true", help="skip the int8 file sizes")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
@@ -70,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         src = args.runs / task / name
         if not (src / "manifest.json").is_file():
             sys.exit(f"error: {src}: no student here (run benchmarks/distill.py --task {task} first)")
-        train, dev = DATA / task / "train.tsv", DATA / task / "dev.tsv"
+        train, dev = args.data / task / "train.tsv", args.data / task / "dev.tsv"
         out = args.runs / task / f"{name}-trimmed"
         t0 = time.time()
         if not (out / "manifest.json").is_file():
@@ -94,9 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     result = {"command": "python benchmarks/trim_vocab.py " + " ".join(argv or sys.argv[1:]),
               "config": "edge-albert model trim-vocab defaults: min_count 1, keep_first 0",
               "rows": rows}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "trim_vocab.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "trim_vocab.md").write_text(markdown(result))
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / "trim_vocab.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out_dir / "trim_vocab.md").write_text(markdown(result))
     print(markdown(result))
     return 0
 

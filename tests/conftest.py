@@ -1,6 +1,7 @@
 """Shared fixtures: tiny generated data, a tiny SentencePiece tokenizer and a tiny ALBERT."""
 from __future__ import annotations
 
+import json
 import os
 import random
 from pathlib import Path
@@ -87,3 +88,62 @@ def tiny_artifact(tmp_path_factory, tiny_model, tiny_task) -> Path:
                         precisions=(Precision.FP32, Precision.INT8_DYNAMIC), buckets=(16, 32))
     run_convert(cfg, tiny_model, out, calibration=tiny_task["dev"], progress=False)
     return out
+
+
+# ----------------------------------------------------------------------------- WordPiece
+# text the vocabulary-trimming tests' corpus (the sentiment rows) never shows
+WORDPIECE_OTHER = ["the orchestra played a long symphony in the old cathedral",
+                   "a violinist tuned her instrument backstage before the concert",
+                   "the conductor bowed while the audience applauded loudly"]
+
+
+@pytest.fixture(scope="session")
+def wordpiece_albert(tmp_path_factory):
+    """A random tiny ALBERT over a BERT-style WordPiece vocabulary (sentiment rows +
+    WORDPIECE_OTHER), with its train (sentiment rows) and dev (+ WORDPIECE_OTHER) files."""
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
+
+    from edge_albert.modeling import init_model_dir
+
+    d = tmp_path_factory.mktemp("wp")
+    rows = make_sentiment_rows(200, seed=1)
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok.train_from_iterator([t for t, _ in rows] + WORDPIECE_OTHER * 5, trainers.WordPieceTrainer(
+        vocab_size=400, special_tokens=specials))
+    # laid out like BERT's: [PAD], unused slots, then the other specials, so trimming moves them
+    pieces = ["[PAD]", *(f"[unused{i}]" for i in range(10)), *specials[1:],
+              *(p for p, _ in sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
+                if p not in specials)]
+    tok = Tokenizer(models.WordPiece({p: i for i, p in enumerate(pieces)}, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.add_special_tokens(specials)
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    assert cls == 12
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    tok.decoder = decoders.WordPiece()
+    (d / "tok").mkdir()
+    tok.save(str(d / "tok" / "tokenizer.json"))
+    vocab = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
+    (d / "tok" / "vocab.txt").write_text("".join(p + "\n" for p, _ in vocab))
+    # transformers writes special tokens keyed by id here; the ids must follow the trim
+    (d / "tok" / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True,
+        "added_tokens_decoder": {str(i): {"content": p, "special": True}
+                                 for p, i in vocab if p.startswith("[")}}))
+    init_model_dir("tiny", d / "tok", d / "model", seed=2)
+    train = write_tsv(d / "train.tsv", rows)
+    dev = write_tsv(d / "dev.tsv", make_sentiment_rows(40, seed=5) + [(t, "1") for t in WORDPIECE_OTHER])
+    return {"model": d / "model", "train": train, "dev": dev}

@@ -15,62 +15,7 @@ from edge_albert.artifacts import verify
 from edge_albert.errors import DataError, TokenizerError
 from edge_albert.vocab_trim import TrimVocabConfig, kept_ids, read_corpus, run_trim_vocab
 
-from ..conftest import make_sentiment_rows, write_tsv
-
-OTHER = ["the orchestra played a long symphony in the old cathedral",
-         "a violinist tuned her instrument backstage before the concert",
-         "the conductor bowed while the audience applauded loudly"]
-
-
-@pytest.fixture(scope="module")
-def wordpiece_model(tmp_path_factory):
-    """A random tiny ALBERT over a WordPiece vocabulary trained on sentiment rows + OTHER."""
-    from tokenizers import (
-        Tokenizer,
-        decoders,
-        models,
-        normalizers,
-        pre_tokenizers,
-        processors,
-        trainers,
-    )
-
-    from edge_albert.modeling import init_model_dir
-
-    d = tmp_path_factory.mktemp("wp")
-    rows = make_sentiment_rows(200, seed=1)
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok.train_from_iterator([t for t, _ in rows] + OTHER * 5, trainers.WordPieceTrainer(
-        vocab_size=400, special_tokens=specials))
-    # laid out like BERT's: [PAD], unused slots, then the other specials, so trimming moves them
-    pieces = ["[PAD]", *(f"[unused{i}]" for i in range(10)), *specials[1:],
-              *(p for p, _ in sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
-                if p not in specials)]
-    tok = Tokenizer(models.WordPiece({p: i for i, p in enumerate(pieces)}, unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.add_special_tokens(specials)
-    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-    assert cls == 12
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
-    tok.decoder = decoders.WordPiece()
-    (d / "tok").mkdir()
-    tok.save(str(d / "tok" / "tokenizer.json"))
-    vocab = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
-    (d / "tok" / "vocab.txt").write_text("".join(p + "\n" for p, _ in vocab))
-    # transformers writes special tokens keyed by id here; the ids must follow the trim
-    (d / "tok" / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True,
-        "added_tokens_decoder": {str(i): {"content": p, "special": True}
-                                 for p, i in vocab if p.startswith("[")}}))
-    init_model_dir("tiny", d / "tok", d / "model", seed=2)
-    train = write_tsv(d / "train.tsv", rows)
-    dev = write_tsv(d / "dev.tsv", make_sentiment_rows(40, seed=5) + [(t, "1") for t in OTHER])
-    return {"model": d / "model", "train": train, "dev": dev}
+from ..conftest import WORDPIECE_OTHER as OTHER
 
 
 def _logits(model_dir: Path, texts: list[str]) -> np.ndarray:
@@ -86,14 +31,14 @@ def _logits(model_dir: Path, texts: list[str]) -> np.ndarray:
     return out.logits.numpy()
 
 
-def test_trim_keeps_the_corpus_logits_and_spells_other_words(wordpiece_model, tmp_path):
+def test_trim_keeps_the_corpus_logits_and_spells_other_words(wordpiece_albert, tmp_path):
     from edge_albert.runtime.tokenizer import TextTokenizer
 
     from edge_albert.data import read_dataset
 
-    src, out = wordpiece_model["model"], tmp_path / "trimmed"
-    m = run_trim_vocab(TrimVocabConfig(), src, [wordpiece_model["train"]], out,
-                       dev=read_dataset(wordpiece_model["dev"]))
+    src, out = wordpiece_albert["model"], tmp_path / "trimmed"
+    m = run_trim_vocab(TrimVocabConfig(), src, [wordpiece_albert["train"]], out,
+                       dev=read_dataset(wordpiece_albert["dev"]))
     e = m.extra
     assert e["vocab_after"] < e["vocab_before"] and e["parameters"] < e["parameters_before"]
     cfg = json.loads((out / "config.json").read_text())
@@ -104,7 +49,7 @@ def test_trim_keeps_the_corpus_logits_and_spells_other_words(wordpiece_model, tm
     dec = json.loads((out / "tokenizer_config.json").read_text())["added_tokens_decoder"]
     assert {new_vocab[v["content"]] for v in dec.values()} == {int(k) for k in dec}
     # the corpus's texts: same pieces, same logits
-    corpus = read_corpus(wordpiece_model["train"])[:50]
+    corpus = read_corpus(wordpiece_albert["train"])[:50]
     np.testing.assert_allclose(_logits(out, corpus), _logits(src, corpus), atol=1e-5)
     # words the corpus never shows are spelled with kept pieces, not [UNK]
     old, new = TextTokenizer.load(src), TextTokenizer.load(out)
@@ -130,30 +75,30 @@ def test_kept_ids_rules():
         TrimVocabConfig(min_count=0)
 
 
-def test_refuses_sentencepiece_and_bad_corpora(tiny_model, wordpiece_model, tmp_path):
+def test_refuses_sentencepiece_and_bad_corpora(tiny_model, wordpiece_albert, tmp_path):
     with pytest.raises(TokenizerError, match="SentencePiece") as e:
-        run_trim_vocab(TrimVocabConfig(), tiny_model, [wordpiece_model["train"]], tmp_path / "o")
+        run_trim_vocab(TrimVocabConfig(), tiny_model, [wordpiece_albert["train"]], tmp_path / "o")
     assert str(e.value.where).endswith("spiece.model")
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n")
     for bad in (empty, tmp_path / "missing.txt", tmp_path / "missing.tsv"):
         with pytest.raises(DataError):
-            run_trim_vocab(TrimVocabConfig(), wordpiece_model["model"], [bad], tmp_path / "o")
+            run_trim_vocab(TrimVocabConfig(), wordpiece_albert["model"], [bad], tmp_path / "o")
     assert not (tmp_path / "o").exists() and not list(tmp_path.glob(".o.tmp-*"))
 
 
-def test_cli_prints_the_sizes_and_a_one_line_error(wordpiece_model, tmp_path):
+def test_cli_prints_the_sizes_and_a_one_line_error(wordpiece_albert, tmp_path):
     from click.testing import CliRunner
 
     from edge_albert.cli import cli
 
-    r = CliRunner().invoke(cli, ["model", "trim-vocab", "--model", str(wordpiece_model["model"]),
-                                 "--corpus", str(wordpiece_model["train"]),
-                                 "--dev", str(wordpiece_model["dev"]), "--out", str(tmp_path / "t")])
+    r = CliRunner().invoke(cli, ["model", "trim-vocab", "--model", str(wordpiece_albert["model"]),
+                                 "--corpus", str(wordpiece_albert["train"]),
+                                 "--dev", str(wordpiece_albert["dev"]), "--out", str(tmp_path / "t")])
     assert r.exit_code == 0, r.output
     assert "vocabulary" in r.output and "dev (43 rows)" in r.output
-    r = CliRunner().invoke(cli, ["model", "trim-vocab", "--model", str(wordpiece_model["model"]),
-                                 "--corpus", str(wordpiece_model["train"]), "--out", str(tmp_path / "u"),
+    r = CliRunner().invoke(cli, ["model", "trim-vocab", "--model", str(wordpiece_albert["model"]),
+                                 "--corpus", str(wordpiece_albert["train"]), "--out", str(tmp_path / "u"),
                                  "--set", "trim_vocab.keep_first=-1"])
     assert r.exit_code != 0 and "keep_first" in r.output and "Traceback" not in r.output
     assert not (tmp_path / "u").exists()
@@ -203,14 +148,14 @@ target = "none"
 
 
 def test_pipeline_trim_stage_feeds_convert_and_validates_against_the_student(
-        wordpiece_model, tmp_path):
+        wordpiece_albert, tmp_path):
     pytest.importorskip("onnxruntime")
     from edge_albert.artifacts import load_manifest
     from edge_albert.pipeline import run_pipeline
 
     recipe = tmp_path / "r.toml"
-    recipe.write_text(PIPE.format(train=wordpiece_model["train"], dev=wordpiece_model["dev"],
-                                  teacher=wordpiece_model["model"]))
+    recipe.write_text(PIPE.format(train=wordpiece_albert["train"], dev=wordpiece_albert["dev"],
+                                  teacher=wordpiece_albert["model"]))
     p = run_pipeline(recipe, tmp_path / "run", echo=lambda m: None)
     assert {r.name: r.status for r in p.results}["trim"] == "ran"
     run = tmp_path / "run"
