@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     results.update({"task": args.task, "seed": args.seed, "machine": _machine()})
     results.setdefault("commands", [])
-    results["commands"].append("python benchmarks/distill.py " + " ".join(argv or sys.argv[1:]))
+    command = "python benchmarks/distill.py " + " ".join(argv or sys.argv[1:])
+    results["commands"].append(command)
 
     teacher_dir = args.teacher or run_dir / "teacher"
     if args.teacher is not None and not (teacher_dir / "manifest.json").is_file():
@@ -131,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         # re-read before writing: several presets may be distilled by parallel processes
         latest = json.loads(results_path.read_text()) if results_path.is_file() else results
         latest.setdefault("students", {})[key] = row
+        if command not in latest.setdefault("commands", []):  # written by a parallel run
+            latest["commands"].append(command)
         _write(results_path, latest)
     return 0
 
