@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .artifacts import Manifest, write_artifact
+from .artifacts import Manifest, check_new_output, write_artifact
 from .config import to_dict
 from .data import Dataset, read_dataset
 from .errors import DataError, TokenizerError
@@ -150,6 +150,7 @@ def run_trim_vocab(cfg: TrimVocabConfig, model_dir: str | Path, corpus: Sequence
     from .training import predict_logits, tokenize
 
     src = Path(model_dir)
+    check_new_output(Path(out_dir), force)  # before the slow parts
     spec, vocab = _wordpiece_json(src)
     tok = TextTokenizer.load(src)
     texts = [t for f in corpus for t in read_corpus(f)]
