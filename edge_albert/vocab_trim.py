@@ -163,9 +163,10 @@ def run_trim_vocab(cfg: TrimVocabConfig, model_dir: str | Path, corpus: Sequence
 
     model = load_classifier(src)
     emb = model.get_input_embeddings()
-    if emb.weight.shape[0] != len(vocab):
+    if emb.weight.shape[0] < len(vocab):  # more rows (padded tables) are fine: never looked up
         raise TokenizerError(f"the model has {emb.weight.shape[0]} word embeddings but the"
-                             f" tokenizer {len(vocab)} ids", where=src / "tokenizer.json")
+                             f" tokenizer {len(vocab)} ids", where=src / "tokenizer.json",
+                             hint="the tokenizer belongs to another model")
     params_before = parameter_count(model)
     before = predict_logits(model, tokenize(tok, dev, label_names_of(model), cfg.max_length)) \
         if dev is not None else None

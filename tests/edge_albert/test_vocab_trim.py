@@ -180,3 +180,17 @@ def test_pipeline_refuses_trimming_a_sentencepiece_scratch_teacher(tmp_path, tin
     with pytest.raises(ConfigError, match="WordPiece") as e:
         load_pipeline_config(tiny_recipe(tmp_path), ["trim_vocab.enabled=true"])
     assert e.value.key == "trim_vocab.enabled"
+
+
+def test_a_tokenizer_larger_than_the_embedding_table_is_refused(wordpiece_albert, tmp_path):
+    import shutil
+
+    src = tmp_path / "m"
+    shutil.copytree(wordpiece_albert["model"], src)
+    spec = json.loads((src / "tokenizer.json").read_text())
+    n = len(spec["model"]["vocab"])
+    spec["model"]["vocab"].update({f"extra{i}": n + i for i in range(5)})
+    (src / "tokenizer.json").write_text(json.dumps(spec))
+    with pytest.raises(TokenizerError, match="word embeddings but the tokenizer") as e:
+        run_trim_vocab(TrimVocabConfig(), src, [wordpiece_albert["train"]], tmp_path / "o")
+    assert str(e.value.where) == str(src / "tokenizer.json") and not (tmp_path / "o").exists()
