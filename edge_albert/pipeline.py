@@ -214,7 +214,10 @@ class Pipeline:
         new = _flatten(self.cfg)
         if record.is_file() and not force:
             old = json.loads(record.read_text())
-            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            # a key a newer version added, at its default, is not a change of the user's
+            defaults = json.loads(json.dumps(
+                _flatten({s: cls() for s, cls in schema().items()}), default=str))
+            diff = sorted(k for k in set(old) | set(new) if old.get(k, defaults.get(k)) != new.get(k))
             if diff:
                 raise ConfigError(
                     f"this run directory was made with a different config (differing keys:"

@@ -51,6 +51,23 @@ def test_changed_config_is_refused_then_forced(finished_run):
     assert status["validate"] == "ran"
 
 
+def test_a_run_made_before_a_new_setting_existed_is_not_a_changed_config(finished_run):
+    cfg, run = finished_run
+    run_pipeline(cfg, run, force=True, echo=lambda m: None)  # the record: this recipe as it is
+    record = run / "pipeline_config.json"
+    saved = record.read_text()
+    old = json.loads(saved)
+    try:  # as written by a version without the trim stage
+        record.write_text(json.dumps({k: v for k, v in old.items()
+                                      if not k.startswith("trim_vocab.")}))
+        p = run_pipeline(cfg, run, echo=lambda m: None)
+        assert {r.status for r in p.results} <= {"up to date", "skipped"}
+        with pytest.raises(ConfigError, match="differing keys: trim_vocab.min_count"):
+            run_pipeline(cfg, run, overrides=["trim_vocab.min_count=2"], echo=lambda m: None)
+    finally:
+        record.write_text(saved)
+
+
 def test_from_a_stage_whose_inputs_were_never_built(tmp_path, tiny_recipe):
     with pytest.raises(ConfigError, match="earlier stage 'tokenizer' has not been built"):
         run_pipeline(tiny_recipe(tmp_path), tmp_path / "run", start="convert",
