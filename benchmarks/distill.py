@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # presets and variants over the same teacher and texts share one copy of the teacher's logits
     os.environ.setdefault("EDGE_ALBERT_CACHE", str(args.runs / ".cache"))
-    from edge_albert.config import DistillConfig, FinetuneConfig, from_mapping
+    from edge_albert.config import DistillConfig, FinetuneConfig, from_mapping, parse_overrides
     from edge_albert.data import read_dataset
     from edge_albert.finetune import run_finetune
 
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     from edge_albert.distill import PRESETS, run_distill
 
     presets = args.presets.split(",") if args.presets else list(PRESETS)
-    overrides = {k: _toml_value(v) for k, v in (kv.split("=", 1) for kv in args.overrides)}
+    overrides = parse_overrides([f"distill.{kv}" for kv in args.overrides]).get("distill", {})
     results.setdefault("students", {})
     for preset in presets:
         recipe = {**DISTILL[args.task], "student": preset, "seed": args.seed, "threads": args.threads,
@@ -136,16 +136,6 @@ def main(argv: list[str] | None = None) -> int:
             latest["commands"].append(command)
         _write(results_path, latest)
     return 0
-
-
-def _toml_value(raw: str):
-    """``--set`` values as TOML (``[0, 1]``, ``true``, ``3e-4``); anything else as the string."""
-    import tomllib
-
-    try:
-        return tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        return raw
 
 
 def _provenance(model_dir: Path) -> dict:

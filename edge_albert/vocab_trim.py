@@ -168,8 +168,9 @@ def run_trim_vocab(cfg: TrimVocabConfig, model_dir: str | Path, corpus: Sequence
                              f" tokenizer {len(vocab)} ids", where=src / "tokenizer.json",
                              hint="the tokenizer belongs to another model")
     params_before = parameter_count(model)
-    before = predict_logits(model, tokenize(tok, dev, label_names_of(model), cfg.max_length)) \
-        if dev is not None else None
+    names = label_names_of(model)
+    old_ids = tokenize(tok, dev, names, cfg.max_length) if dev is not None else None
+    before = predict_logits(model, old_ids) if old_ids is not None else None
     with torch.no_grad():
         rows = emb.weight[torch.as_tensor(keep)].clone()
     pad_old = getattr(model.config, "pad_token_id", None)
@@ -202,9 +203,7 @@ def run_trim_vocab(cfg: TrimVocabConfig, model_dir: str | Path, corpus: Sequence
             "corpus_texts": len(texts),
             "parameters_before": params_before, "parameters": parameter_count(model),
         })
-        if dev is not None and before is not None:
-            names = label_names_of(model)
-            old_ids = tokenize(tok, dev, names, cfg.max_length)
+        if dev is not None and old_ids is not None and before is not None:
             new_ids = tokenize(trimmed_tok, dev, names, cfg.max_length)
             after = predict_logits(model, new_ids)
             remap = np.full(len(vocab), -1, dtype=np.int64)
