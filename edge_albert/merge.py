@@ -292,7 +292,7 @@ def parse_perf_test(text: str, where: str | Path = "<log>") -> dict[str, Any]:
 
 def parse_android_device(text: str, where: str | Path = "<device>") -> dict[str, Any]:
     """Device facts from run_android.sh's ``device.txt`` (getprop lines, nproc, /proc/cpuinfo)."""
-    from .apps.device import ARM_FLAGS, parse_cpuinfo
+    from .runtime.cpu import ARM_FLAGS, isa_class, parse_cpuinfo
 
     props: dict[str, str] = {}
     cores = None
@@ -323,6 +323,7 @@ def parse_android_device(text: str, where: str | Path = "<device>") -> dict[str,
         "threads": None,
         "flags": [f for f in ARM_FLAGS if f in info["flags"]],
         "flags_source": "/proc/cpuinfo",
+        "isa": isa_class(info["flags"], "aarch64"),
         "os": f"Android {release} (API {sdk})" if release else "Android",
         "python": None,
         "versions": {},

@@ -11,43 +11,28 @@ import base64
 import html
 import io
 import json
-import os
 import platform
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from .errors import AccuracyGateError
+from .runtime.cpu import cpu_facts, interesting_flags, parse_cpuinfo, read_cpuinfo
 
 SCHEMA = "edge-albert/report/v1"
 FILES = ("report.json", "report.md", "report.html")
-#: CPU features that decide int8 and fp16 speed (x86: VNNI/AMX; ARM: dot product, i8mm)
-CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni",
-             "avx512_bf16", "amx_int8", "neon", "asimd", "asimdhp", "asimddp", "i8mm", "bf16",
-             "sve", "sve2")
-INT8_DOT = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
 COLORS = {"onnx": "#1f77b4", "ort": "#2ca02c", "tflite": "#d62728"}
 MARKERS = {"fp32": "o", "fp16": "s", "int8-dynamic": "^", "int8-static": "D"}
 
 
 # ----------------------------------------------------------------------------- host
 def _cpuinfo(text: str | None) -> str:
-    if text is not None:
-        return text
-    try:
-        return Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
+    return read_cpuinfo() if text is None else text
 
 
 def cpu_flags(text: str | None = None) -> list[str]:
-    """The :data:`CPU_FLAGS` this CPU has (``flags`` on x86, ``Features`` on ARM)."""
-    have: set[str] = set()
-    for line in _cpuinfo(text).splitlines():
-        key, _, value = line.partition(":")
-        if key.strip().lower() in ("flags", "features"):
-            have.update(value.split())
-    return [f for f in CPU_FLAGS if f in have]
+    """The int8/fp16 flags this CPU has (``flags`` on x86, ``Features`` on ARM)."""
+    return interesting_flags(parse_cpuinfo(_cpuinfo(text))["flags"])
 
 
 def cpu_name(text: str | None = None) -> str:
@@ -67,14 +52,11 @@ def host_info(threads: int, cpuinfo: str | None = None) -> dict[str, Any]:
     """CPU, machine, relevant CPU flags, cores, threads used, Python and library versions."""
     from .artifacts import library_versions
 
-    flags = cpu_flags(cpuinfo)
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count() or 1
-    return {"cpu": cpu_name(cpuinfo), "machine": platform.machine(), "system": platform.system(),
-            "flags": flags, "int8_dot_product": any(f in flags for f in INT8_DOT),
-            "cores": os.cpu_count(), "usable_cores": usable, "threads": threads,
+    facts = cpu_facts(cpuinfo)
+    return {"cpu": cpu_name(cpuinfo), "machine": facts["machine"], "system": platform.system(),
+            "flags": facts["flags"], "int8_dot_product": facts["int8_dot_product"],
+            "isa": facts["isa"], "cores": facts["cores"], "usable_cores": facts["usable_cores"],
+            "threads": threads,
             "python": platform.python_version(), "libraries": library_versions()}
 
 
