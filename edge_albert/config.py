@@ -81,8 +81,10 @@ def _coerce(value: Any, tp: Any, *, key: str, where: str | None) -> Any:
         assert last is not None
         raise last
     if origin in (tuple, list):
-        if isinstance(value, str):
+        if isinstance(value, str):  # "32,64", "32, 64", "64," (spaces and a trailing comma)
             value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = [value]  # one value is a list of one: --buckets 64
         if not isinstance(value, (list, tuple)):
             raise bad("a list")
         inner = args[0] if args else Any
@@ -323,6 +325,14 @@ class DistillConfig(TrainConfig):
     dropout: float = -1.0  # student hidden + attention dropout; < 0 keeps the config's (v2: 0)
     augment: int = 0  # variants per training text, labelled by the teacher
     augment_seed: int = 7
+    # student = "pruned": the teacher's own weights cut to this fraction of its FLOPs at
+    # max_length tokens, in prune_steps steps, each scored on prune_score_batches batches and
+    # followed by distillation; prune_hidden lets a step narrow the residual stream (and so the
+    # head count) as well as drop layers and FFN neurons (see edge_albert/prune.py)
+    flops: float = 0.33
+    prune_steps: int = 3
+    prune_score_batches: int = 32
+    prune_hidden: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -332,5 +342,11 @@ class DistillConfig(TrainConfig):
             raise ValueError(f"dropout must be < 1, got {self.dropout}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not 0 < self.flops < 1:
+            raise ConfigError(f"flops is a fraction of the teacher's FLOPs: expected a number"
+                              f" between 0 and 1 (exclusive), got {self.flops}",
+                              key="distill.flops")
+        if self.prune_steps < 1 or self.prune_score_batches < 1:
+            raise ValueError("prune_steps and prune_score_batches must be >= 1")
         if any(i < 0 for i in self.teacher_layers):
             raise ValueError(f"teacher_layers must be >= 0, got {list(self.teacher_layers)}")

@@ -62,3 +62,42 @@ def test_wrong_types(override, expected):
 def test_set_needs_section_key_value(bad):
     with pytest.raises(ConfigError, match="section.key=value"):
         parse_overrides([bad])
+
+
+def _list_fields():
+    """Every list-valued key of every recipe section, with a valid item for it."""
+    import typing
+
+    from edge_albert.pipeline import schema
+
+    items = {"buckets": (32, 64), "precisions": ("fp32", "int8-dynamic"),
+             "formats": ("onnx", "tflite"), "fixed_shapes": ("fp32", "int8-static"),
+             "batch_sizes": (1, 8), "fallbacks": ("softmax", "gelu"), "teacher_layers": (0, 1)}
+    for section, cls in schema().items():
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if typing.get_origin(hints[f.name]) in (tuple, list):
+                yield section, f.name, items.get(f.name, ("x", "y"))
+
+
+@pytest.mark.parametrize("section,key,items", list(_list_fields()))
+def test_every_list_option_takes_one_value_spaces_and_a_trailing_comma(section, key, items):
+    from edge_albert.pipeline import schema
+
+    item, other = items
+    one = load_sections(schema(), None, [f"{section}.{key}={item}"])[section]
+    assert len(getattr(one, key)) == 1
+    two = load_sections(schema(), None, [f"{section}.{key}={item}, {other}"])[section]
+    trailing = load_sections(schema(), None, [f"{section}.{key}={item},"])[section]
+    assert len(getattr(two, key)) == 2 and getattr(trailing, key) == getattr(one, key)
+
+
+def test_convert_buckets_option_takes_a_single_value(tmp_path):
+    from click.testing import CliRunner
+
+    from edge_albert.cli import cli
+
+    r = CliRunner().invoke(cli, ["convert", "--model", str(tmp_path / "missing"), "--out",
+                                 str(tmp_path / "o"), "--buckets", "64", "--precisions", "fp32"])
+    assert "expected a list" not in r.output
+    assert "missing" in r.output  # it got as far as the model directory
