@@ -23,23 +23,20 @@ INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def machine() -> dict[str, Any]:
-    """CPU model, core count, OS and the versions of the libraries that ran the models."""
-    cpu = platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    """CPU model, int8/fp16 flags and ISA class (one helper: edge_albert.runtime.cpu), cores,
+    OS and the versions of the libraries that ran the models."""
+    from edge_albert.runtime.cpu import cpu_facts
+
     versions = {}
     for mod in ("numpy", "torch", "onnxruntime", "ai_edge_litert", "tensorflow"):
         try:
             versions[mod] = __import__(mod).__version__
         except (ImportError, AttributeError):  # not installed, or no __version__
             versions[mod] = "absent"
-    return {"cpu": cpu, "cores": os.cpu_count(), "os": platform.platform(),
-            "python": platform.python_version(), "versions": versions}
+    facts = cpu_facts()
+    return {"cpu": facts["cpu"], "flags": facts["flags"], "isa": facts["isa"],
+            "int8_dot_product": facts["int8_dot_product"], "cores": facts["cores"],
+            "os": platform.platform(), "python": platform.python_version(), "versions": versions}
 
 
 def quick_setup(work: Path) -> dict[str, Path]:
@@ -159,8 +156,27 @@ def torch_runner(model: Any, feed: Mapping[str, np.ndarray]) -> Callable[[], Any
     return run
 
 
+def portable(obj: Any) -> Any:
+    """``obj`` with this checkout's absolute paths written relative to the repo (``runs/...``,
+    ``../shared/data/...``), so a committed result reads the same on every machine."""
+    if isinstance(obj, str):
+        return obj.replace(f"{REPO}/", "").replace(f"{REPO.parent}/", "../")
+    if isinstance(obj, dict):
+        return {portable(k): portable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [portable(v) for v in obj]
+    return obj
+
+
+def dump_json(path: Path, result: Any) -> None:
+    """Write a result as portable JSON (see :func:`portable`), atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(portable(result), indent=2) + "\n")
+    tmp.replace(path)
+
+
 def write_results(out_dir: Path, stem: str, result: dict[str, Any], markdown: str) -> None:
-    """``<stem>.json`` and ``<stem>.md`` under ``out_dir``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out_dir / f"{stem}.md").write_text(markdown)
+    """``<stem>.json`` and ``<stem>.md`` under ``out_dir`` (paths relative to the repo)."""
+    dump_json(out_dir / f"{stem}.json", result)
+    (out_dir / f"{stem}.md").write_text(portable(markdown))

@@ -225,7 +225,7 @@ compare() {
   if [ -z "$GIVEN_BUNDLE" ] && [ -z "$ARTIFACTS" ]; then
     note="tiny ALBERT (28k parameters), $TRAIN_STEPS fine-tuning steps on SST-2 train (0 = random weights), int8-static calibrated on SST-2 dev; agreement and logit error across CPUs need no accurate model"
   fi
-  "$PYTHON" - "$SCRATCH/out" "$OUT" "$MIN_AGREEMENT" "$CPU" "$BUNDLE" "$note" <<'EOF'
+  "$PYTHON" - "$SCRATCH/out" "$OUT" "$MIN_AGREEMENT" "$CPU" "$BUNDLE" "$note" "$REPO/benchmarks" <<'EOF'
 import json, sys, platform, subprocess
 from pathlib import Path
 import numpy as np
@@ -276,8 +276,9 @@ result = {
     "x86": {"device": host["device"]}, "aarch64": {"device": arm["device"]},
     "bundle": bundle, "files": files,
 }
-dest.parent.mkdir(parents=True, exist_ok=True)
-dest.write_text(json.dumps(result, indent=2) + "\n")
+sys.path.insert(0, sys.argv[7])
+from _common import dump_json  # paths relative to the repo
+dump_json(dest, result)
 w = max(len(f["name"]) for f in files)
 print(f"{'file':<{w}}  agreement  max|dlogit|  acc x86  acc arm  classes(x86)  min margin")
 for f in files:

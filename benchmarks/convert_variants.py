@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import platform
 import statistics
@@ -228,7 +227,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
               "rows": rows, "skipped": skipped}
     args.out_dir.mkdir(parents=True, exist_ok=True)
     stem = "convert_variants.quick" if args.quick else "convert_variants"
-    (args.out_dir / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _common import dump_json
+
+    dump_json(args.out_dir / f"{stem}.json", result)
     (args.out_dir / f"{stem}.md").write_text(markdown(rows, skipped))
     print(markdown(rows, skipped))
     return result

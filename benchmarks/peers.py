@@ -1170,7 +1170,10 @@ def _main(args, tmp: Path, log: Callable[[str], None], t0: float) -> dict:
     result["seconds"] = round(time.perf_counter() - t0, 1)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     stem = "peers.quick" if args.quick else "peers"
-    (args.out_dir / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _common import dump_json
+
+    dump_json(args.out_dir / f"{stem}.json", result)
     (args.out_dir / f"{stem}.md").write_text(markdown(result))
     plot(result, args.out_dir / f"{stem}.png")
     log(f"done: {args.out_dir / stem}.{{json,md,png}}")

@@ -97,7 +97,10 @@ def main(argv: list[str] | None = None) -> int:
               "config": "edge-albert model trim-vocab defaults: min_count 1, keep_first 0",
               "rows": rows}
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / "trim_vocab.json").write_text(json.dumps(result, indent=2) + "\n")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _common import dump_json
+
+    dump_json(args.out_dir / "trim_vocab.json", result)
     (args.out_dir / "trim_vocab.md").write_text(markdown(result))
     print(markdown(result))
     return 0
