@@ -17,8 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import DATA, REPO, dump_json, machine
 
 TEACHER = {  # per task: fine-tuning recipe for the MiniLM teacher (train on train, choose on dev)
     # 1 epoch: the 2026-11-26 run started at 1.5 epochs and was shortened to 1 on resume at
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = args.runs / args.task
     run_dir.mkdir(parents=True, exist_ok=True)
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
-    results.update({"task": args.task, "seed": args.seed, "machine": _machine()})
+    results.update({"task": args.task, "seed": args.seed, "machine": machine()})
     results.setdefault("commands", [])
     command = "python benchmarks/distill.py " + " ".join(argv or sys.argv[1:])
     results["commands"].append(command)
@@ -82,8 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.only == "describe":
         results["teacher"] = _describe(teacher_dir, dev, None, args.task)
         for key, row in results.get("students", {}).items():
-            if Path(row["path"]).is_dir():
-                row.update(_describe(Path(row["path"]), dev, teacher_dir, args.task))
+            if (REPO / row["path"]).is_dir():
+                row.update(_describe(REPO / row["path"], dev, teacher_dir, args.task))
         _write(results_path, results)
         return 0
     if not (teacher_dir / "manifest.json").is_file():
@@ -146,13 +146,6 @@ def _provenance(model_dir: Path) -> dict:
     return {k: extra[k] for k in ("device", "train_seconds", "steps", "best_step") if k in extra}
 
 
-def _machine() -> dict[str, str | int]:
-    import os
-    import platform
-
-    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count() or 0}
-
-
 HELDOUT = {"sst2": REPO / "benchmarks" / "heldout" / "sentiment_heldout.tsv",
            "mrpc": REPO / "benchmarks" / "heldout" / "mrpc_heldout.tsv",
            "agnews": REPO / "benchmarks" / "heldout" / "agnews_heldout.tsv"}
@@ -198,10 +191,7 @@ def _describe(model_dir: Path, dev, teacher_dir: Path | None, task: str) -> dict
 
 
 def _write(path: Path, results: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{__import__('os').getpid()}")
-    tmp.write_text(json.dumps(results, indent=2) + "\n")
-    tmp.replace(path)
+    dump_json(path, results)
     if results.get("students"):
         plot(results, path.with_suffix(".png"))
 
