@@ -343,16 +343,30 @@ def finetune_command(model_name: str, train_file: Path, dev_file: Path, out: Pat
 @click.option("--teacher", "teacher_dir", required=True, type=click.Path(path_type=Path),
               help="Fine-tuned teacher classifier directory.")
 @click.option("--student", default=None,
-              help="Student preset (tiny, small, medium, large) or an AlbertConfig JSON file.")
+              help="Student: 'pruned' (cut from the teacher's own weights to --flops), a preset"
+                   " (tiny, small, medium, large) or an AlbertConfig JSON file.")
+@click.option("--flops", type=float, default=None,
+              help="For --student pruned: FLOPs target as a fraction of the teacher's (0-1,"
+                   " default 0.33).")
+@click.option("--unlabelled", "unlabelled_file", type=click.Path(path_type=Path), default=None,
+              help="More transfer text without labels (one text per line, or a data file whose"
+                   " labels are ignored), labelled by the teacher.")
 @click.option("--student-tokenizer", type=click.Path(path_type=Path), default=None,
               help="Give the student its own SentencePiece tokenizer (default: the teacher's).")
 @click.option("--augment", type=int, default=None, help="Variants per training text (>= 0).")
 @_train_options
-def distill_command(teacher_dir: Path, student: str | None, student_tokenizer: Path | None,
+def distill_command(teacher_dir: Path, student: str | None, flops: float | None,
+                    unlabelled_file: Path | None, student_tokenizer: Path | None,
                     augment: int | None, train_file: Path, dev_file: Path, out: Path,
                     config_file: Path | None, overrides: tuple[str, ...], device: str | None,
                     resume: bool, force: bool) -> None:
     """Distil a teacher into a smaller ALBERT student.
+
+    \b
+    pruned: the teacher's own weights (BERT, MiniLM, RoBERTa or ALBERT teachers), cut in steps
+    to --flops of its FLOPs (layers, heads, FFN neurons, hidden width ranked by their Fisher
+    information on the task), each step followed by distillation. Keeps most of the teacher's
+    accuracy; see README "Results".
 
     \b
     Presets (parameters with a 30k vocabulary; FLOPs against a 6-layer, 384-wide teacher):
@@ -364,7 +378,8 @@ def distill_command(teacher_dir: Path, student: str | None, student_tokenizer: P
     \b
     Example:
       edge-albert distill --teacher teacher/ --train ../shared/data/sst2/train.tsv \\
-          --dev ../shared/data/sst2/dev.tsv --student small --out student/
+          --dev ../shared/data/sst2/dev.tsv --student pruned --flops 0.33 --out student/
+      edge-albert distill ... --student small --unlabelled reviews.txt
       edge-albert distill ... --device cuda --augment 16 --set distill.batch_size=256
       edge-albert distill ... --student two_groups.json --set 'distill.teacher_layers=[0, 1]'
 
@@ -376,11 +391,19 @@ def distill_command(teacher_dir: Path, student: str | None, student_tokenizer: P
     from .distill import run_distill
 
     sets = list(overrides) + cli_overrides("distill", student=student, augment=augment,
-                                                     device=device)
+                                           device=device, flops=flops)
     cfg = load_sections({"distill": DistillConfig}, config_file, sets)["distill"]
     train, dev = _read_task(train_file, dev_file)
-    m = run_distill(cfg, teacher_dir, train, dev, out, student_tokenizer=student_tokenizer,
-                    resume=resume, force=force)
+    extra = None
+    if unlabelled_file is not None:
+        from .data import read_texts
+
+        extra = read_texts(unlabelled_file)
+        if extra.ignored_labels:
+            click.echo(f"note: {unlabelled_file}: column {extra.ignored_labels!r} ignored (the"
+                       " teacher labels this text)", err=True)
+    m = run_distill(cfg, teacher_dir, train, dev, out, unlabelled=extra,
+                    student_tokenizer=student_tokenizer, resume=resume, force=force)
     if m is not None:
         d = m.extra["dev"]
         click.echo(f"wrote {out}: {m.extra['parameters']:,} parameters, dev accuracy"

@@ -266,6 +266,55 @@ def read_dataset(
                    tcols, lcol)
 
 
+@dataclass(frozen=True)
+class Texts:
+    """Unlabelled rows: ``texts`` (and ``pairs``); ``ignored_labels`` names a label column the
+    file had, which was not read."""
+
+    path: Path
+    texts: tuple[str, ...]
+    pairs: tuple[str, ...] | None
+    ignored_labels: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def read_texts(path: str | Path) -> Texts:
+    """Unlabelled text: a TSV/CSV/JSONL data file (its label column, if any, is ignored) or any
+    other file as plain text, one text per line (a tab splits a text pair); blank lines skipped."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("file does not exist", where=path)
+    text = _decode(path.read_bytes(), path)
+    fmt = EXTENSIONS.get(path.suffix.lower())
+    if fmt is None:
+        lines = [ln.strip() for ln in _LINE_END.split(text)]
+        cells = [ln.split("\t") for ln in lines if ln]
+        if not cells:
+            raise DataError("no text: the file is empty or blank", where=path)
+        widths = {len(c) for c in cells}
+        if widths - {1, 2} or len(widths) > 1:
+            raise DataError("expected one text, or two tab-separated texts, on every line",
+                            where=path)
+        return Texts(path, tuple(c[0] for c in cells),
+                     tuple(c[1] for c in cells) if widths == {2} else None)
+    header, rows = _jsonl_rows(path, text) if fmt == "jsonl" else _rows(path, fmt, text)
+    if not rows:
+        raise DataError("header only: the file has no data rows", where=path)
+    label = next((c for c in LABEL_COLUMNS if c in header), None)
+    cols = detect_text(header, label or "", path)
+    idx = [header.index(c) for c in cols]
+    got: list[list[str]] = [[], []]
+    for line, row in rows:
+        if len(row) != len(header):
+            raise DataError(f"row has {len(row)} fields, the header has {len(header)}",
+                            where=path, line=line)
+        for j, i in enumerate(idx):
+            got[j].append(row[i])
+    return Texts(path, tuple(got[0]), tuple(got[1]) if len(idx) == 2 else None, label)
+
+
 def percentiles(values: Sequence[int], qs: Sequence[int] = (50, 90, 99, 100)) -> dict[str, int]:
     """Nearest-rank percentiles of integer lengths."""
     s = sorted(values)

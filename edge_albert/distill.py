@@ -37,7 +37,7 @@ from torch import nn
 
 from .artifacts import Manifest, atomic_write_text, check_new_output, sha256_file, write_artifact
 from .config import DistillConfig, to_dict
-from .data import Dataset
+from .data import Dataset, Texts
 from .errors import ConfigError, DataError
 from .finetune import check_task, partial_dir
 from .modeling import (
@@ -115,13 +115,18 @@ def student_config(spec: str, *, vocab_size: int, label_names: Sequence[str], ma
 
 def flops_per_sequence(config, seq_len: int) -> int:
     """Multiply-adds x 2 of one forward pass at ``seq_len`` tokens (encoder, mapping, head)."""
-    h = getattr(config, "hidden_size", None) or config.dim  # DistilBERT names them differently
-    i = getattr(config, "intermediate_size", None) or config.hidden_dim
-    layers = getattr(config, "num_hidden_layers", None) or config.n_layers
+    def get(name: str, distilbert_name: str) -> int:  # DistilBERT names them differently
+        value = getattr(config, name, None)
+        return int(getattr(config, distilbert_name) if value is None else value)
+
+    h = get("hidden_size", "dim")
+    i = get("intermediate_size", "hidden_dim")
+    layers = get("num_hidden_layers", "n_layers")
     t = seq_len
     per_layer = 2 * t * (4 * h * h + 2 * h * i) + 2 * 2 * t * t * h
     e = getattr(config, "embedding_size", h)
-    mapping = 2 * t * e * h if e != h else 0
+    # ALBERT always runs embedding_hidden_mapping_in, also when E == H (a pruned student)
+    mapping = 2 * t * e * h if (e != h or getattr(config, "model_type", "") == "albert") else 0
     head = 2 * h * h + 2 * h * config.num_labels
     return int(layers * per_layer + mapping + head)
 
@@ -281,14 +286,25 @@ class DistillLoss(nn.Module):
     """Student + projection; the teacher is held outside the module (frozen, not checkpointed)."""
 
     # Hugging Face models are typed loosely (their submodules are attributes): Any here.
-    def __init__(self, student: Any, teacher: Any, cfg: DistillConfig) -> None:
+    def __init__(self, student: Any, teacher: Any, cfg: DistillConfig, *,
+                 layer_map: Sequence[int] | None = None,
+                 hidden_index: Sequence[int] | None = None) -> None:
+        """``layer_map`` / ``hidden_index``: for a student cut from the teacher (see
+        :mod:`~edge_albert.prune`), the teacher layer of each student layer and the teacher's
+        hidden dimension of each student dimension; hidden states are then compared directly."""
         super().__init__()
         self.student = student
         self._teacher = [teacher]  # a list hides it from parameters(), state_dict() and DDP
         self.cfg = cfg
         self.use_hidden = cfg.hidden_weight > 0 and teacher is not None
         self.use_attention = cfg.attention_weight > 0 and teacher is not None
-        if self.use_hidden:
+        self.proj: nn.Linear | None = None
+        self.hidden_index: torch.Tensor | None = None
+        if self.use_hidden and layer_map is not None:
+            self.layer_map = [(0, 0)] + [(i + 1, j + 1) for i, j in enumerate(layer_map)]
+            if hidden_index is not None:
+                self.hidden_index = torch.tensor(list(hidden_index), dtype=torch.long)
+        elif self.use_hidden:
             assert teacher is not None
             h_s, h_t = student.config.hidden_size, teacher.config.hidden_size
             self.proj = nn.Linear(h_s, h_t, bias=False)
@@ -318,8 +334,8 @@ class DistillLoss(nn.Module):
                             output_attentions=self.use_attention)
             mask = batch["attention_mask"].bool()
             if self.use_hidden:
-                mse = torch.stack([nn.functional.mse_loss(self.proj(s.hidden_states[i])[mask],
-                                                          t.hidden_states[j][mask])
+                mse = torch.stack([nn.functional.mse_loss(self._student_hidden(s.hidden_states[i])[mask],
+                                                          self._teacher_hidden(t.hidden_states[j])[mask])
                                    for i, j in self.layer_map]).mean()
                 loss = loss + cfg.hidden_weight * mse
                 logs["hidden"] = float(mse.detach())
@@ -333,8 +349,17 @@ class DistillLoss(nn.Module):
                 logs["attention"] = float(kl.detach())
         return loss, logs
 
+    def _student_hidden(self, h: torch.Tensor) -> torch.Tensor:
+        return self.proj(h) if self.proj is not None else h
+
+    def _teacher_hidden(self, h: torch.Tensor) -> torch.Tensor:
+        if self.hidden_index is None:
+            return h
+        return h.index_select(-1, self.hidden_index.to(h.device))
+
 
 # ----------------------------------------------------------------------------- the stage
+PRUNED = "pruned"  # distill.student: cut from the teacher's own weights (see edge_albert.prune)
 CACHE_ENV = "EDGE_ALBERT_CACHE"  # a directory shared by runs: teacher logits are looked up there
 
 
@@ -382,35 +407,9 @@ def _teacher_logits(teacher: Any, data: TokenizedSet, cache: Path, key: str,
     return logits
 
 
-def run_distill(cfg: DistillConfig, teacher_dir: str | Path, train: Dataset, dev: Dataset,
-                out_dir: str | Path, *, student_tokenizer: str | Path | None = None,
-                resume: bool = False, force: bool = False, progress: bool = True,
-                stop_after: int | None = None) -> Manifest | None:
-    """Distil the classifier in ``teacher_dir`` into an ALBERT student written to ``out_dir``."""
-    out = Path(out_dir)
-    check_new_output(out, force)
-    names = check_task(train, dev)
-    quiet_transformers()
-    teacher = load_classifier(teacher_dir)
-    t_names = label_names_of(teacher)
-    if len(t_names) != len(names):
-        raise DataError(f"the teacher has {len(t_names)} labels {t_names} but the data has"
-                        f" {len(names)} {names}", where=train.path)
-    if sorted(t_names) == sorted(names):
-        names = t_names  # keep the teacher's id order
-    want_inner = cfg.hidden_weight > 0 or cfg.attention_weight > 0
-    if want_inner and cfg.attention_weight > 0:
-        teacher.config._attn_implementation = "eager"
-    t_tok = TextTokenizer.load(teacher_dir)
-    s_tok_dir = Path(student_tokenizer) if student_tokenizer else Path(teacher_dir)
-    s_tok = TextTokenizer.load(s_tok_dir) if student_tokenizer else t_tok
-    shared_tok = student_tokenizer is None
-    if want_inner and not shared_tok:
-        raise ConfigError("hidden-state and attention losses need the teacher's tokenizer",
-                          key="distill.hidden_weight", hint="set hidden_weight = attention_weight = 0")
-    device = resolve_device(cfg.device)
-    init_distributed(device)
-    seed_everything(cfg.seed)
+def _preset_student(cfg: DistillConfig, teacher: Any, s_tok: TextTokenizer,
+                    names: Sequence[str], shared_tok: bool) -> tuple[Any, list[str]]:
+    """A preset (or AlbertConfig JSON) student, initialised from the teacher where shapes allow."""
     max_pos = max(cfg.max_length, getattr(teacher.config, "max_position_embeddings", 512) or 512)
     s_config = student_config(cfg.student, vocab_size=s_tok.vocab_size, label_names=names,
                               max_positions=min(max_pos, 512), pad_token_id=s_tok.pad_id)
@@ -435,6 +434,77 @@ def run_distill(cfg: DistillConfig, teacher_dir: str | Path, train: Dataset, dev
     if cfg.freeze_embeddings:
         # the teacher's word geometry for every id, also the ids the task data never shows
         student.albert.embeddings.word_embeddings.weight.requires_grad_(False)
+    return student, initialised
+
+
+def _train_preset(cfg: DistillConfig, student: Any, teacher: Any, data: TokenizedSet,
+                  evaluate: Any, ckpt: Path, config_dict: dict[str, Any], progress: bool,
+                  resume: bool, stop_after: int | None) -> dict[str, Any] | None:
+    """Distil into a preset student in one run of the training loop (None: stopped early, or
+    not rank 0)."""
+    trainer = Trainer(DistillLoss(student, teacher, cfg), cfg, data, ckpt_dir=ckpt,
+                      log_path=ckpt / "train_log.jsonl", config_dict=config_dict,
+                      evaluate=lambda: {**(m := evaluate(student)), "score": m["accuracy"]},
+                      progress=progress, stop_after=stop_after)
+    result = trainer.fit(resume=resume)
+    if "stopped_at" in result or world()[0] != 0:
+        return None
+    return result
+
+
+def run_distill(cfg: DistillConfig, teacher_dir: str | Path, train: Dataset, dev: Dataset,
+                out_dir: str | Path, *, unlabelled: Texts | None = None,
+                student_tokenizer: str | Path | None = None,
+                resume: bool = False, force: bool = False, progress: bool = True,
+                stop_after: int | None = None) -> Manifest | None:
+    """Distil the classifier in ``teacher_dir`` into an ALBERT student written to ``out_dir``.
+
+    ``unlabelled``: more transfer text (e.g. in-domain sentences without labels), labelled by the
+    teacher's logits like the augmented variants.
+    """
+    out = Path(out_dir)
+    check_new_output(out, force)
+    names = check_task(train, dev)
+    if unlabelled is not None and (unlabelled.pairs is None) != (train.pairs is None):
+        raise DataError(f"the task has {'text pairs' if train.pairs else 'single texts'} but this"
+                        f" file has {'pairs' if unlabelled.pairs else 'single texts'}",
+                        where=unlabelled.path)
+    quiet_transformers()
+    teacher = load_classifier(teacher_dir)
+    t_names = label_names_of(teacher)
+    if len(t_names) != len(names):
+        raise DataError(f"the teacher has {len(t_names)} labels {t_names} but the data has"
+                        f" {len(names)} {names}", where=train.path)
+    if sorted(t_names) == sorted(names):
+        names = t_names  # keep the teacher's id order
+    want_inner = cfg.hidden_weight > 0 or cfg.attention_weight > 0
+    if want_inner and cfg.attention_weight > 0:
+        teacher.config._attn_implementation = "eager"
+    t_tok = TextTokenizer.load(teacher_dir)
+    s_tok_dir = Path(student_tokenizer) if student_tokenizer else Path(teacher_dir)
+    s_tok = TextTokenizer.load(s_tok_dir) if student_tokenizer else t_tok
+    shared_tok = student_tokenizer is None
+    if want_inner and not shared_tok:
+        raise ConfigError("hidden-state and attention losses need the teacher's tokenizer",
+                          key="distill.hidden_weight", hint="set hidden_weight = attention_weight = 0")
+    device = resolve_device(cfg.device)
+    init_distributed(device)
+    seed_everything(cfg.seed)
+    pruned = cfg.student == PRUNED
+    if pruned and not shared_tok:
+        raise ConfigError("a pruned student keeps the teacher's tokenizer", key="distill.student",
+                          hint="drop --student-tokenizer, or distil into a preset student")
+    if pruned:
+        from .albert_form import to_albert
+
+        albert = to_albert(teacher)  # before anything trains: an unsupported teacher stops here
+        if cfg.max_length > albert.config.max_position_embeddings:
+            raise ConfigError(f"max_length {cfg.max_length} exceeds the teacher's"
+                              f" {albert.config.max_position_embeddings} positions",
+                              key="distill.max_length")
+        initialised = ["the teacher's own weights (ALBERT form), pruned"]
+    else:
+        student, initialised = _preset_student(cfg, teacher, s_tok, names, shared_tok)
     teacher.to(device)  # the student moves with the Trainer
 
     # training texts (+ augmented variants), labelled by the teacher once and cached
@@ -445,6 +515,11 @@ def run_distill(cfg: DistillConfig, teacher_dir: str | Path, train: Dataset, dev
         if pairs is not None:
             pairs += [train.pairs[i] for i, _ in extra]  # type: ignore[index]
         labels = labels + [-1] * len(extra)  # filled from the teacher below
+    if unlabelled is not None:
+        texts += unlabelled.texts
+        if pairs is not None and unlabelled.pairs is not None:
+            pairs += unlabelled.pairs
+        labels = labels + [-1] * len(unlabelled)
     t_data = tokenize(t_tok, train, names, cfg.max_length, texts=texts, pairs=pairs,
                       labels=[max(0, x) for x in labels])
     ckpt = partial_dir(out)
@@ -460,24 +535,39 @@ def run_distill(cfg: DistillConfig, teacher_dir: str | Path, train: Dataset, dev
     dev_set = tokenize(s_tok, dev, names, cfg.max_length)
     t_dev = predict_logits(teacher, tokenize(t_tok, dev, names, cfg.max_length)).argmax(-1)
 
-    def evaluate() -> dict[str, float]:
-        logits = predict_logits(student, dev_set)
+    def evaluate_model(model: Any) -> dict[str, float]:
+        logits = predict_logits(model, dev_set)
         m = classification_metrics(logits, dev_set.labels)
         m["agreement"] = float((logits.argmax(-1) == t_dev).mean())
-        return {**m, "score": m["accuracy"]}
+        return m
 
-    module = DistillLoss(student, teacher, cfg)
     config_dict = {**to_dict(cfg), "teacher": str(teacher_dir), "train": str(train.path),
                    "dev": str(dev.path), "labels": names,
-                   "student_tokenizer": str(student_tokenizer) if student_tokenizer else None}
-    trainer = Trainer(module, cfg, s_data, ckpt_dir=ckpt, log_path=ckpt / "train_log.jsonl",
-                      config_dict=config_dict, evaluate=evaluate, progress=progress,
-                      stop_after=stop_after)
+                   "student_tokenizer": str(student_tokenizer) if student_tokenizer else None,
+                   **({"unlabelled": str(unlabelled.path)} if unlabelled is not None else {})}
     ckpt.mkdir(parents=True, exist_ok=True)
-    result = trainer.fit(resume=resume)
-    if "stopped_at" in result or world()[0] != 0:
-        return None
-    final = evaluate()
+    prune_info: dict[str, Any] = {}
+    result: dict[str, Any] | None
+    if pruned:
+        from .prune import prune_and_recover
+
+        done = prune_and_recover(
+            cfg, albert, teacher, s_data, evaluate=evaluate_model, ckpt=ckpt,
+            config_dict=config_dict, progress=progress, resume=resume, stop_after=stop_after,
+            teacher_flops=flops_per_sequence(teacher.config, cfg.max_length))
+        if done is None:
+            return None
+        student, prune_info = done
+        result = {"best_step": None, "steps": prune_info["steps"], "device": prune_info["device"],
+                  "train_seconds": sum(p["train_seconds"] for p in prune_info["phases"]),
+                  "history": [{"prune_step": p["step"], **p["dev"]} for p in prune_info["phases"]]}
+    else:
+        result = _train_preset(cfg, student, teacher, s_data, evaluate_model, ckpt, config_dict,
+                               progress, resume, stop_after)
+        if result is None:
+            return None
+
+    final = evaluate_model(student)
     student.cpu()
     inputs = [teacher_dir] if (Path(teacher_dir) / "manifest.json").is_file() else []
     with write_artifact(out, stage="distill", config=config_dict, inputs=inputs, force=force) as w:
@@ -492,6 +582,13 @@ def run_distill(cfg: DistillConfig, teacher_dir: str | Path, train: Dataset, dev
             "flops_per_seq_128": flops_per_sequence(student.config, 128),
             "teacher_flops_per_seq_128": flops_per_sequence(teacher.config, 128),
             "initialised_from_teacher": initialised, "train_rows": len(s_data),
+            **({"unlabelled": {"rows": len(unlabelled),
+                               "ignored_label_column": unlabelled.ignored_labels}}
+               if unlabelled is not None else {}),
+            **({"flops_per_seq_max_length": flops_per_sequence(student.config, cfg.max_length),
+                "teacher_flops_per_seq_max_length": flops_per_sequence(teacher.config,
+                                                                       cfg.max_length),
+                "prune": prune_info} if pruned else {}),
             "best_step": result["best_step"], "steps": result["steps"],
             "train_seconds": round(result["train_seconds"], 1), "device": result["device"],
             "labels": names, "history": result["history"],

@@ -47,6 +47,7 @@ class TaskConfig:
     train: str = ""
     dev: str = ""
     eval: str = ""  # defaults to dev
+    unlabelled: str = ""  # more transfer text for distillation, labelled by the teacher
     builtin: str = ""
     builtin_train_rows: int = 4000
     builtin_dev_rows: int = 1000
@@ -92,7 +93,7 @@ def load_pipeline_config(path: str | Path | None, overrides: tuple[str, ...] | l
     task: TaskConfig = cfg["task"]
     base = Path(path).absolute().parent if path else Path.cwd()  # a symlinked recipe reads beside the link
     fixed: dict[str, Any] = {}
-    for key in ("train", "dev", "eval"):
+    for key in ("train", "dev", "eval", "unlabelled"):
         value = getattr(task, key)
         if value and not Path(value).is_absolute():
             fixed[key] = str(Path(os.path.normpath(base / value)))
@@ -108,6 +109,9 @@ def load_pipeline_config(path: str | Path | None, overrides: tuple[str, ...] | l
             if not Path(value).is_file():
                 raise ConfigError(f"data file {value} does not exist",
                                   where=str(path) if path else None, key=f"task.{key}")
+    if task.unlabelled and not Path(task.unlabelled).is_file():
+        raise ConfigError(f"data file {task.unlabelled} does not exist",
+                          where=str(path) if path else None, key="task.unlabelled")
     elif task.builtin != "intents":
         raise ConfigError(f"unknown built-in task {task.builtin!r} (known: intents)",
                           where=str(path) if path else None, key="task.builtin")
@@ -291,8 +295,11 @@ class Pipeline:
             paths = write_demo_task(d, seed=task.seed, n_train=task.builtin_train_rows,
                                     n_dev=task.builtin_dev_rows)
             return {"train": paths["train"], "dev": paths["dev"], "eval": paths["dev"]}
-        return {"train": Path(task.train), "dev": Path(task.dev),
-                "eval": Path(task.eval or task.dev)}
+        paths = {"train": Path(task.train), "dev": Path(task.dev),
+                 "eval": Path(task.eval or task.dev)}
+        if task.unlabelled:  # only when set: recorded fingerprints stay valid without it
+            paths["unlabelled"] = Path(task.unlabelled)
+        return paths
 
     def _stage(self, stage: str, data: dict[str, Path], prints: dict[str, str]):
         """(fingerprint, runner) of a stage, or None when the recipe skips it."""
@@ -341,13 +348,18 @@ class Pipeline:
             teacher_dir = self.run / "teacher" if (teacher.finetune or scratch) else Path(teacher.model)
 
             def run_student(out: Path) -> None:
-                from .data import read_dataset
+                from .data import read_dataset, read_texts
                 from .distill import run_distill
 
                 self._keep_checkpoints_if("student", _resume_key(dcfg), data_print,
                                           prints.get("teacher", str(teacher_dir)))
+                extra = read_texts(data["unlabelled"]) if "unlabelled" in data else None
+                if extra is not None and extra.ignored_labels:
+                    self.echo(f"[student] {extra.path}: column {extra.ignored_labels!r} ignored"
+                              " (the teacher labels this text)")
                 run_distill(dcfg, teacher_dir, read_dataset(data["train"]),
-                            read_dataset(data["dev"]), out, resume=True, force=force)
+                            read_dataset(data["dev"]), out, unlabelled=extra, resume=True,
+                            force=force)
             return _fingerprint(to_dict(dcfg), data_print, prints.get("teacher", str(teacher_dir))), run_student
         trim: TrimStageConfig = c["trim_vocab"]
         if stage == "trim":
