@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -203,5 +204,41 @@ def skip_layers(model: Any, drop: Sequence[int]) -> Any:
                                     tuple(full.neurons[i] for i in idx), full.hidden))
 
 
-__all__ = ["SUPPORTED", "Keep", "full_keep", "head_size", "skip_layers", "slice_albert",
-           "to_albert"]
+@torch.no_grad()
+def max_logit_diff(a: Any, b: Any, *, vocab: int, seed: int = 0) -> float:
+    """Max |logit difference| of two classifiers on padded random token ids."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, max(6, vocab), (8, 24), generator=g)
+    mask = torch.ones_like(ids)
+    for row, n in enumerate((24, 20, 13, 7, 24, 3, 17, 10)):
+        mask[row, n:] = 0
+    feed = {"input_ids": ids, "attention_mask": mask}
+    return float((a(**feed).logits - b(**feed).logits).abs().max())
+
+
+def write_albert_form(model_dir: str | Path, out_dir: str | Path, *, force: bool = False):
+    """``edge-albert model albert-form``: a BERT-family classifier as an ALBERT directory with
+    the same logits, which every converter (TFLite included) and the runtime take as it is."""
+    from .artifacts import check_new_output, write_artifact
+    from .modeling import copy_tokenizer_files, load_classifier, parameter_count, quiet_transformers
+
+    check_new_output(out_dir, force)
+    teacher = load_classifier(model_dir)
+    albert = to_albert(teacher)
+    diff = max_logit_diff(teacher, albert, vocab=teacher.config.vocab_size)
+    if not diff <= 1e-4:
+        raise ModelError(f"the ALBERT form differs from the model by {diff:.3g} in the logits",
+                         where=model_dir, hint="a model variant the ALBERT form does not cover")
+    quiet_transformers()
+    inputs = [model_dir] if (Path(model_dir) / "manifest.json").is_file() else []
+    with write_artifact(out_dir, stage="albert-form", config={"model": str(model_dir)},
+                        inputs=inputs, force=force) as w:
+        albert.save_pretrained(w.path)
+        copy_tokenizer_files(model_dir, w.path)
+        w.extra.update(source_model_type=teacher.config.model_type,
+                       parameters=parameter_count(albert), max_abs_logit_diff=diff)
+    return w.manifest
+
+
+__all__ = ["SUPPORTED", "Keep", "full_keep", "head_size", "max_logit_diff", "skip_layers",
+           "slice_albert", "to_albert", "write_albert_form"]

@@ -221,6 +221,31 @@ def model_inspect(model_dir: str) -> None:
         click.echo(f"{k:<24} {v}")
 
 
+@model.command("albert-form", context_settings=CONTEXT)
+@click.option("--model", "model_dir", required=True, type=click.Path(path_type=Path),
+              help="A fine-tuned BERT, MiniLM, RoBERTa or ALBERT classifier directory.")
+@click.option("--out", required=True, type=click.Path(path_type=Path))
+@click.option("--force", is_flag=True, help="Replace --out if it exists.")
+def model_albert_form(model_dir: Path, out: Path, force: bool) -> None:
+    """Write a BERT-family classifier as an ALBERT with the same logits.
+
+    One layer group per layer (nothing shared), the embedding size equal to the hidden size.
+    The result converts to every format (TFLite included) without distillation: the way to
+    quantize a teacher as it is, and the start of a pruned student.
+
+    \b
+    Example:
+      edge-albert model albert-form --model teacher/ --out teacher-albert/
+      edge-albert convert --model teacher-albert/ --calibration train.tsv --out converted/
+    """
+    from .albert_form import write_albert_form
+
+    m = write_albert_form(model_dir, out, force=force)
+    click.echo(f"wrote {out}: {m.extra['source_model_type']} -> albert,"
+               f" {m.extra['parameters']:,} parameters, max |logit difference|"
+               f" {m.extra['max_abs_logit_diff']:.2g}")
+
+
 @model.command("trim-vocab", context_settings=CONTEXT)
 @click.option("--model", "model_dir", required=True, type=click.Path(path_type=Path),
               help="Classifier directory with a WordPiece tokenizer.json (e.g. a student).")

@@ -249,3 +249,18 @@ def test_cli_refuses_a_bad_flops_target_and_an_empty_unlabelled_file(bert_teache
                                  str(tmp_path / "b")])
     assert r.exit_code != 0 and "empty.txt" in r.output and "no text" in r.output
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_albert_form_command_writes_a_convertible_copy(bert_teacher, tmp_path):
+    from click.testing import CliRunner
+
+    from edge_albert.cli import cli
+    from edge_albert.modeling import load_classifier
+
+    r = CliRunner().invoke(cli, ["model", "albert-form", "--model", str(bert_teacher), "--out",
+                                 str(tmp_path / "a")])
+    assert r.exit_code == 0, r.output
+    assert "bert -> albert" in r.output
+    m = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert m["stage"] == "albert-form" and m["extra"]["max_abs_logit_diff"] <= 1e-5
+    assert load_classifier(tmp_path / "a").config.model_type == "albert"
