@@ -196,6 +196,35 @@ def slice_albert(model: Any, keep: Keep) -> Any:
     return out
 
 
+@torch.no_grad()
+def share_layers(model: Any, groups: int) -> Any:
+    """``model`` with its L layers merged, in order, into ``groups`` shared layer groups (ALBERT's
+    cross-layer sharing): group g runs for the passes transformers assigns it
+    (``int(i / (L / groups))``) and starts as the mean of those layers' weights."""
+    from transformers import AlbertForSequenceClassification
+
+    check_unshared(model)
+    n = model.config.num_hidden_layers
+    if not 1 <= groups < n or n % groups:
+        raise ModelError(f"cannot share {n} layers in {groups} groups (a divisor of {n}, below it)",
+                         hint="set distill.share_groups to a divisor of the pruned layer count")
+    cfg = copy.deepcopy(model.config)
+    cfg.num_hidden_groups = groups
+    out = AlbertForSequenceClassification(cfg).eval()
+    state = model.state_dict()
+    merged = {k: v for k, v in state.items() if ".albert_layer_groups." not in k}
+    prefix = "albert.encoder.albert_layer_groups."
+    for g in range(groups):
+        members = [i for i in range(n) if int(i / (n / groups)) == g]
+        for key in (k for k in state if k.startswith(f"{prefix}{members[0]}.")):
+            rest = key[len(f"{prefix}{members[0]}."):]
+            merged[f"{prefix}{g}.{rest}"] = torch.stack(
+                [state[f"{prefix}{i}.{rest}"] for i in members]).mean(0)
+    out.load_state_dict(merged)
+    out.config._attn_implementation = model.config._attn_implementation
+    return out
+
+
 def skip_layers(model: Any, drop: Sequence[int]) -> Any:
     """``model`` without the layer groups in ``drop`` (everything else kept)."""
     full = full_keep(model)
@@ -240,5 +269,5 @@ def write_albert_form(model_dir: str | Path, out_dir: str | Path, *, force: bool
     return w.manifest
 
 
-__all__ = ["SUPPORTED", "Keep", "full_keep", "head_size", "max_logit_diff", "skip_layers",
-           "slice_albert", "to_albert", "write_albert_form"]
+__all__ = ["SUPPORTED", "Keep", "full_keep", "head_size", "max_logit_diff", "share_layers",
+           "skip_layers", "slice_albert", "to_albert", "write_albert_form"]

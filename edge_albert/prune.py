@@ -22,6 +22,10 @@ teacher's at ``max_length`` tokens):
 3. **Recover**: distil (logits, plus hidden states of the matching teacher layers when
    ``hidden_weight`` > 0) for this step's share of the training steps.
 
+With ``share_groups`` = G, a last step applies ALBERT's cross-layer sharing to the pruned student:
+its layers are merged, in order, into G shared groups (each group's weights the mean of its
+layers'), which divides the encoder's parameters by L / G at the same FLOPs, and recovers again.
+
 Each finished step is saved in the run's checkpoint folder (its shape, the student), so a killed
 run resumes at the step it was in.
 """
@@ -39,7 +43,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from .albert_form import Keep, check_unshared, head_size, skip_layers, slice_albert
+from .albert_form import (
+    Keep,
+    check_unshared,
+    head_size,
+    share_layers,
+    skip_layers,
+    slice_albert,
+)
 from .artifacts import atomic_write_text
 from .config import DistillConfig
 from .errors import ConfigError
@@ -51,7 +62,7 @@ FFN_MULTIPLE = 16
 def albert_flops(*, layers: int, hidden: int, ffn: int, embedding: int, seq: int,
                  labels: int) -> int:
     """FLOPs (2 x multiply-adds) of one ALBERT forward pass at ``seq`` tokens."""
-    from .distill import flops_per_sequence
+    from .students import flops_per_sequence
 
     cfg = SimpleNamespace(model_type="albert", hidden_size=hidden, intermediate_size=ffn,
                           num_hidden_layers=layers, embedding_size=embedding, num_labels=labels)
@@ -59,7 +70,7 @@ def albert_flops(*, layers: int, hidden: int, ffn: int, embedding: int, seq: int
 
 
 def model_flops(model: Any, seq: int) -> int:
-    from .distill import flops_per_sequence
+    from .students import flops_per_sequence
 
     return flops_per_sequence(model.config, seq)
 
@@ -194,8 +205,8 @@ def candidate_shapes(model: Any, target: float, seq: int, *, prune_hidden: bool
             ffn = min(ffn_max, room - room % FFN_MULTIPLE)
             if ffn < FFN_MULTIPLE or f(ffn) > target:
                 continue
-            if f(ffn) >= 0.95 * target or ffn == ffn_max and k == k_max \
-                    and n_layers == cfg.num_hidden_layers:
+            if f(ffn) >= 0.95 * target or (ffn == ffn_max and k == k_max \
+                    and n_layers == cfg.num_hidden_layers):
                 shapes.append((n_layers, k, ffn))
     return shapes
 
@@ -232,8 +243,8 @@ def keep_from_json(raw: dict[str, Any]) -> Keep:
 # ----------------------------------------------------------------------------- the loop
 def prune_and_recover(cfg: DistillConfig, albert: Any, teacher: Any, data: TokenizedSet, *,
                       evaluate: Callable[[Any], dict[str, float]], ckpt: Path,
-                      config_dict: dict[str, Any], progress: bool, resume: bool,
-                      stop_after: int | None = None, teacher_flops: int,
+                      config_dict: dict[str, Any], progress: bool | None, resume: bool,
+                      teacher_flops: int,
                       ) -> tuple[Any, dict[str, Any]] | None:
     """Prune ``albert`` (the teacher's ALBERT form) to ``cfg.flops`` of ``teacher_flops`` in
     ``cfg.prune_steps`` steps; returns the student and a summary (None if stopped early)."""
@@ -249,67 +260,80 @@ def prune_and_recover(cfg: DistillConfig, albert: Any, teacher: Any, data: Token
                      for i in range(cfg.prune_score_batches)]
     score_batches = [b for b in score_batches if len(b)] or [np.sort(order[:cfg.batch_size])]
     steps_total = cfg.max_steps or max(1, math.ceil(cfg.epochs * math.ceil(len(data) / cfg.batch_size)))
-    per_step = max(1, steps_total // cfg.prune_steps)
+    plan: list[tuple[str, int]] = [("prune", s) for s in range(1, cfg.prune_steps + 1)]
+    if cfg.share_groups:
+        plan.append(("share", cfg.share_groups))
+    per_step = max(1, steps_total // len(plan))
     model = albert
     origin_layers = list(range(model.config.num_hidden_layers))
     origin_hidden = list(range(model.config.hidden_size))
     phases: list[dict[str, Any]] = []
-    for s in range(1, cfg.prune_steps + 1):
-        pdir = ckpt / f"prune-{s}"
-        target = teacher_flops * cfg.flops ** (s / cfg.prune_steps)
+    for k, (kind, arg) in enumerate(plan, 1):
+        pdir = ckpt / (f"prune-{arg}" if kind == "prune" else "share")
+        target = teacher_flops * cfg.flops ** (arg / cfg.prune_steps) if kind == "prune" else 0
         done = pdir / "done.json"
         if resume and done.is_file():
             info = json.loads(done.read_text())
-            model = slice_albert(model, keep_from_json(info["keep"]))
+            model = (slice_albert(model, keep_from_json(info["keep"])) if kind == "prune"
+                     else share_layers(model, arg))
             model.load_state_dict(torch.load(pdir / "student.pt", map_location="cpu",
                                              weights_only=True))
             origin_layers, origin_hidden = info["origin_layers"], info["origin_hidden"]
             phases.append(info["summary"])
             continue
         pdir.mkdir(parents=True, exist_ok=True)
-        plan = pdir / "plan.json"
-        if resume and plan.is_file():  # killed while recovering: the same cut, no rescoring
-            info = json.loads(plan.read_text())
-            keep, table = keep_from_json(info["keep"]), info["candidates"]
+        table: list[dict[str, Any]] = []
+        keep = None
+        if kind == "share":  # ALBERT's cross-layer sharing after pruning: groups of layers merged
+            model = share_layers(model, arg)
         else:
-            scores = fisher_scores(model, data, score_batches)
-            scores.layers = layer_scores(model, data, proxy)
-            keep, table = choose_keep(model, scores, target, cfg.max_length, data, proxy,
-                                      prune_hidden=cfg.prune_hidden)
-            atomic_write_text(plan, json.dumps({"keep": keep_to_json(keep), "candidates": table}))
-        model = slice_albert(model, keep)
-        origin_layers = [origin_layers[i] for i in keep.layers]
-        origin_hidden = [origin_hidden[i] for i in keep.hidden]
-        phase_cfg = dataclasses.replace(cfg, max_steps=per_step if s < cfg.prune_steps
-                                        else steps_total - per_step * (s - 1))
+            planned = pdir / "plan.json"
+            if resume and planned.is_file():  # killed while recovering: the same cut, no rescoring
+                info = json.loads(planned.read_text())
+                keep, table = keep_from_json(info["keep"]), info["candidates"]
+            else:
+                scores = fisher_scores(model, data, score_batches)
+                scores.layers = layer_scores(model, data, proxy)
+                keep, table = choose_keep(model, scores, target, cfg.max_length, data, proxy,
+                                          prune_hidden=cfg.prune_hidden)
+                atomic_write_text(planned, json.dumps({"keep": keep_to_json(keep),
+                                                       "candidates": table}))
+            model = slice_albert(model, keep)
+            origin_layers = [origin_layers[i] for i in keep.layers]
+            origin_hidden = [origin_hidden[i] for i in keep.hidden]
+        phase_cfg = dataclasses.replace(cfg, max_steps=per_step if k < len(plan)
+                                        else steps_total - per_step * (k - 1))
         loss = DistillLoss(model, teacher, phase_cfg, layer_map=origin_layers,
                            hidden_index=origin_hidden)
+
         def scored(m: Any = model) -> dict[str, float]:
             r = evaluate(m)
             return {**r, "score": r["accuracy"]}
 
         trainer = Trainer(loss, phase_cfg, data, ckpt_dir=pdir, log_path=pdir / "train_log.jsonl",
-                          config_dict={**config_dict, "prune_step": s}, evaluate=scored,
-                          progress=progress, stop_after=stop_after)
+                          config_dict={**config_dict, "prune_step": k}, evaluate=scored,
+                          progress=progress)
         result = trainer.fit(resume=resume)
         if "stopped_at" in result:
             return None
         model.cpu()
-        summary = {"step": s, "target_flops": int(target), "flops": model_flops(model, cfg.max_length),
-                   "layers": origin_layers, "heads": model.config.num_attention_heads,
-                   "hidden": model.config.hidden_size, "ffn": model.config.intermediate_size,
-                   "recover_steps": phase_cfg.max_steps, "best_step": result["best_step"],
-                   "dev": result["best"], "train_seconds": round(result["train_seconds"], 1),
-                   "candidates": table}
+        summary = {"step": k, "kind": kind, "target_flops": int(target),
+                   "flops": model_flops(model, cfg.max_length), "layers": origin_layers,
+                   "groups": model.config.num_hidden_groups,
+                   "heads": model.config.num_attention_heads, "hidden": model.config.hidden_size,
+                   "ffn": model.config.intermediate_size, "recover_steps": phase_cfg.max_steps,
+                   "best_step": result["best_step"], "dev": result["best"],
+                   "train_seconds": round(result["train_seconds"], 1), "candidates": table}
         phases.append(summary)
         torch.save(model.state_dict(), pdir / "student.pt")
-        atomic_write_text(done, json.dumps({"keep": keep_to_json(keep), "summary": summary,
-                                            "origin_layers": origin_layers,
+        atomic_write_text(done, json.dumps({"keep": keep_to_json(keep) if keep else None,
+                                            "summary": summary, "origin_layers": origin_layers,
                                             "origin_hidden": origin_hidden}))
     with open(ckpt / "train_log.jsonl", "w", encoding="utf-8") as log:  # the steps' logs, in order
-        for s in range(1, cfg.prune_steps + 1):
-            part = ckpt / f"prune-{s}" / "train_log.jsonl"
-            log.writelines(json.dumps({"prune_step": s, **json.loads(line)}) + "\n" for line in (part.read_text(encoding="utf-8").splitlines() if part.is_file() else []))
+        for k, (kind, arg) in enumerate(plan, 1):
+            part = ckpt / (f"prune-{arg}" if kind == "prune" else "share") / "train_log.jsonl"
+            lines = part.read_text(encoding="utf-8").splitlines() if part.is_file() else []
+            log.writelines(json.dumps({"prune_step": k, **json.loads(x)}) + "\n" for x in lines)
     return model, {"phases": phases, "teacher_layers_kept": origin_layers, "steps": steps_total,
                    "device": device_name(resolve_device(cfg.device))}
 

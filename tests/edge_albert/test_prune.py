@@ -11,9 +11,10 @@ transformers = pytest.importorskip("transformers")
 
 from edge_albert.albert_form import Keep, full_keep, slice_albert, to_albert
 from edge_albert.config import DistillConfig, FinetuneConfig, from_mapping
-from edge_albert.distill import flops_per_sequence, run_distill
+from edge_albert.distill import run_distill
 from edge_albert.errors import ConfigError, ModelError
 from edge_albert.finetune import run_finetune
+from edge_albert.students import flops_per_sequence
 
 from .conftest import FAST, _base_model
 
@@ -174,7 +175,7 @@ def test_pruned_student_converts_with_fp32_parity(pruned_student, task, tmp_path
 
 @pytest.mark.parametrize("value", [0, 1, 1.5, -0.2])
 def test_flops_target_outside_zero_one_is_refused(value):
-    with pytest.raises(ConfigError, match="distill.flops"):
+    with pytest.raises(ConfigError, match=r"distill.flops"):
         from_mapping(DistillConfig, {"flops": value}, section="distill")
 
 
@@ -264,3 +265,32 @@ def test_albert_form_command_writes_a_convertible_copy(bert_teacher, tmp_path):
     m = json.loads((tmp_path / "a" / "manifest.json").read_text())
     assert m["stage"] == "albert-form" and m["extra"]["max_abs_logit_diff"] <= 1e-5
     assert load_classifier(tmp_path / "a").config.model_type == "albert"
+
+
+def test_share_layers_merges_consecutive_layers_into_groups():
+    from edge_albert.albert_form import share_layers
+
+    albert = to_albert(_random_classifier("bert", 300))
+    shared = share_layers(slice_albert(albert, Keep(
+        (0, 1), tuple((0, 1, 2, 3) for _ in range(2)), tuple(tuple(range(256)) for _ in range(2)),
+        tuple(range(64)))), 1)
+    assert shared.config.num_hidden_groups == 1 and shared.config.num_hidden_layers == 2
+    q = [albert.albert.encoder.albert_layer_groups[i].albert_layers[0].attention.query.weight
+         for i in (0, 1)]
+    got = shared.albert.encoder.albert_layer_groups[0].albert_layers[0].attention.query.weight
+    assert torch.allclose(got, (q[0] + q[1]) / 2)
+    with pytest.raises(ModelError, match="cannot share 3 layers in 2 groups"):
+        share_layers(albert, 2)
+
+
+def test_pruned_then_shared_student(wide_teacher, task, tmp_path):
+    from edge_albert.modeling import load_classifier
+
+    cfg = DistillConfig(**{**PRUNE, "prune_steps": 1, "flops": 0.5}, share_groups=1)
+    m = run_distill(cfg, wide_teacher, *task, tmp_path / "s", progress=False)
+    assert m is not None
+    kinds = [p["kind"] for p in m.extra["prune"]["phases"]]
+    assert kinds == ["prune", "share"]
+    student = load_classifier(tmp_path / "s")
+    assert student.config.num_hidden_groups == 1
+    assert m.extra["prune"]["phases"][1]["flops"] == m.extra["prune"]["phases"][0]["flops"]
