@@ -33,7 +33,7 @@ RESULTS = "device_results.json"
 
 
 @dataclass
-class Reference:
+class ReferencePredictions:
     """The float model's stored outputs on the eval set."""
 
     name: str
@@ -59,7 +59,7 @@ class Bundle:
     def eval_path(self) -> Path:
         return self.path / self.extra["eval"]["path"]
 
-    def reference(self) -> Reference:
+    def reference(self) -> ReferencePredictions:
         path = self.path / self.extra.get("reference", {}).get("file", REFERENCE)
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
@@ -70,7 +70,7 @@ class Bundle:
             raise ArtifactError(f"not a reference-predictions file (schema {REFERENCE_SCHEMA})",
                                 where=path)
         logits = raw.get("logits")
-        return Reference(
+        return ReferencePredictions(
             name=str(raw.get("name", "reference")),
             predictions=np.asarray(raw["predictions"], dtype=np.int64),
             logits=None if logits is None else np.asarray(logits, dtype=np.float32),

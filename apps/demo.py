@@ -49,14 +49,14 @@ def load_models(path: Path, names: list[str] | None, threads: int | None,
 
 
 def classify(models: list[Classifier], line: str) -> list[dict]:
-    text: str | tuple[str, str] = line
+    batch: list[str] | list[tuple[str, str]] = [line]  # a tab splits a text pair
     if "\t" in line:
         a, b = line.split("\t", 1)
-        text = (a, b)
+        batch = [(a, b)]
     results = []
     for clf in models:
         t0 = time.perf_counter()
-        logits = clf.logits([text], batch_size=1)
+        logits = clf.logits(batch, batch_size=1)
         ms = (time.perf_counter() - t0) * 1000
         probs = softmax(logits)[0]
         names = clf.labels or [str(i) for i in range(len(probs))]

@@ -20,10 +20,7 @@ import argparse
 import datetime as _dt
 import importlib.util
 import json
-import os
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +35,7 @@ from ..runtime import Classifier, model_files
 from ..runtime.backends import FORMATS
 from ..runtime.metrics import accuracy, f1, mean_kl
 from ..runtime.timing import measure_latency, peak_rss_mb, percentiles_ms
+from ..runtime.worker import reply, run_fresh
 from .bundle_layout import RESULTS, RESULTS_SCHEMA, Bundle, open_bundle
 from .device import device_facts
 
@@ -116,33 +114,14 @@ def measure_model(bundle_dir: Path, name: str, texts: list, *, threads: int | No
             "info": clf.info}
 
 
-def _package_root() -> Path:
-    """The directory holding the ``edge_albert`` package this code was imported from."""
-    return Path(sys.modules["edge_albert"].__file__ or ".").resolve().parent.parent
-
-
 def _run_worker(bundle_dir: Path, name: str, opts: dict[str, Any]) -> dict[str, Any]:
     """``measure_model`` in a fresh interpreter process, so memory and cold start are its own."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(_package_root())] + (
-        [env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    with tempfile.TemporaryDirectory(prefix="edge-albert-worker-") as tmp:
-        out = Path(tmp) / "result.json"
-        cmd = [sys.executable, "-m", "edge_albert.apps.validate", str(bundle_dir), "--worker", name,
-               "--worker-out", str(out), "--batch-size", str(opts["batch_size"]),
-               "--warmup", str(opts["warmup"]), "--latency-runs", str(opts["latency_runs"])]
-        if opts.get("threads"):
-            cmd += ["--threads", str(opts["threads"])]
-        proc = subprocess.run(cmd, env=env, capture_output=True, check=False,
-                              text=True)
-        if proc.returncode != 0 or not out.is_file():
-            lines = [x for x in proc.stderr.strip().splitlines() if x.strip()]
-            msg = next((x[len("error: "):] for x in reversed(lines) if x.startswith("error: ")),
-                       lines[-1] if lines else f"worker exited with status {proc.returncode}")
-            if proc.returncode < 0:
-                msg = f"worker killed by signal {-proc.returncode} ({msg})"
-            raise RuntimeBackendError(msg[:400], where=bundle_dir / name)
-        return json.loads(out.read_text(encoding="utf-8"))
+    args = ["edge_albert.apps.validate", str(bundle_dir), "--worker", name,
+            "--batch-size", str(opts["batch_size"]), "--warmup", str(opts["warmup"]),
+            "--latency-runs", str(opts["latency_runs"])]
+    if opts.get("threads"):
+        args += ["--threads", str(opts["threads"])]
+    return run_fresh(args, where=bundle_dir / name)
 
 
 # ------------------------------------------------------------------------------ the bundle
@@ -195,7 +174,7 @@ def validate_bundle(
     Raises ArtifactError for a bundle whose files fail their sha256, RuntimeBackendError when no
     file could run. Files that fail to load or run are recorded under ``failed``.
     """
-    say = log or (lambda s: None)
+    say = log or (lambda _s: None)
     bundle_dir = Path(bundle_dir)
     bundle = open_bundle(bundle_dir)  # re-hashes every file: refuses a changed one by name
     ev = bundle.extra["eval"]
@@ -305,19 +284,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device-name", default=None, help="name recorded for this device")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--worker-out", type=Path, default=None, help=argparse.SUPPRESS)
     return p
 
 
-def _worker_main(args: argparse.Namespace) -> None:
+def _worker_main(args: argparse.Namespace) -> dict[str, Any]:
     bundle = open_bundle(args.bundle, check=False)
     ev = bundle.extra["eval"]
     ds = read_dataset(bundle.eval_path, text_columns=ev.get("text_columns"),
                       label_column=ev.get("label_column"))
-    res = measure_model(args.bundle, args.worker, ds.inputs(), threads=args.threads,
-                        batch_size=args.batch_size, warmup=args.warmup,
-                        latency_runs=args.latency_runs)
-    atomic_write_text(args.worker_out, json.dumps(res))
+    return measure_model(args.bundle, args.worker, ds.inputs(), threads=args.threads,
+                         batch_size=args.batch_size, warmup=args.warmup,
+                         latency_runs=args.latency_runs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -328,8 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.batch_size < 1:
             raise RuntimeBackendError(f"--batch-size must be >= 1, got {args.batch_size}")
         if args.worker:
-            _worker_main(args)
-            return 0
+            return reply(lambda: _worker_main(args))
         log = None if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
         result = validate_bundle(
             args.bundle, out=args.out, models=args.models.split(",") if args.models else None,

@@ -62,6 +62,18 @@ def quick_setup(work: Path) -> dict[str, Path]:
     return {"model": model, "train": task / "train.tsv", "dev": task / "dev.tsv"}
 
 
+def student_artifact(student: Path, calibration: Path, out: Path, *, quick: bool) -> Path:
+    """Every file of the student (converted once and cached under ``out``)."""
+    from edge_albert.converters.convert import ConvertConfig, run_convert
+
+    if (out / "manifest.json").is_file():
+        return out
+    cfg = ConvertConfig(buckets=(32, 64, 128), fixed_shapes=(),
+                        calibration_size=32 if quick else 256, parity_examples=32 if quick else 256)
+    run_convert(cfg, student, out, calibration=calibration, progress=not quick)
+    return out
+
+
 def student_parser(doc: str | None) -> argparse.ArgumentParser:
     """The options every student benchmark shares: which student, data, cache and output."""
     ap = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
@@ -76,8 +88,6 @@ def student_parser(doc: str | None) -> argparse.ArgumentParser:
 
 def student_subject(args: argparse.Namespace, name: str) -> dict[str, Any]:
     """The student, its data and its converted files (cached): the tiny model with --quick."""
-    from latency_matrix import student_artifact
-
     if args.quick:
         root = args.work or args.out_dir / f"{name}_quick_work"
         q = quick_setup(root)

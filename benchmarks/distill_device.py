@@ -96,8 +96,9 @@ def calibrate(task: str, preset: str, settings: dict, device: str, steps: int = 
     from transformers import AlbertForSequenceClassification
 
     from edge_albert.config import DistillConfig
-    from edge_albert.distill import DistillLoss, student_config
+    from edge_albert.distill import DistillLoss
     from edge_albert.modeling import label_names_of, load_classifier
+    from edge_albert.students import student_config
 
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     teacher = load_classifier(REPO / "runs" / task / "teacher-from-fp16").to(device)
@@ -142,8 +143,7 @@ def remote(task: str, out: Path, budget_s: float, max_epochs: float, threads: in
     teacher = _rebuild_teacher(task)
     rows = len(read_dataset(CARRY / "data" / task / "train.tsv"))
     me = [sys.executable, str(Path(__file__).resolve())]
-    cal = [subprocess.Popen(me + ["calibrate", "--task", task, "--variant", str(i),
-                                  "--device", device, "--cal-steps", str(cal_steps)],
+    cal = [subprocess.Popen([*me, "calibrate", "--task", task, "--variant", str(i), "--device", device, "--cal-steps", str(cal_steps)],
                             stdout=subprocess.PIPE, text=True) for i in range(len(VARIANTS))]
     step_s = [float(p.communicate()[0].strip().splitlines()[-1]) for p in cal]
     plan = []
@@ -160,9 +160,7 @@ def remote(task: str, out: Path, budget_s: float, max_epochs: float, threads: in
     for p in plan:
         sets = [f"{k}={v}" for k, v in {**p["settings"], "epochs": p["epochs"], "device": device,
                                         "eval_every": 500, "checkpoint_every": 0}.items()]
-        cmd = me[:1] + [str(REPO / "benchmarks" / "distill.py"), "--task", task, "--data",
-                        str(CARRY / "data"), "--teacher", str(teacher), "--presets", p["preset"],
-                        "--tag", p["tag"], "--threads", str(threads)]
+        cmd = [*me[:1], str(REPO / "benchmarks" / "distill.py"), "--task", task, "--data", str(CARRY / "data"), "--teacher", str(teacher), "--presets", p["preset"], "--tag", p["tag"], "--threads", str(threads)]
         for kv in sets:
             cmd += ["--set", kv]
         p["command"] = " ".join(cmd[1:]).replace(str(REPO) + "/", "")

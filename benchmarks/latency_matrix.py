@@ -37,6 +37,7 @@ from _common import (
     machine,
     quick_setup,
     stats_ms,
+    student_artifact,
     torch_runner,
     write_results,
 )
@@ -82,18 +83,6 @@ def peak_rss(kind: str, path: Path, tokenizer: Path, threads: int) -> dict[str, 
     got = json.loads(r.stdout.strip().splitlines()[-1])
     got["model_rss_mb"] = round(got["peak_rss_mb"] - got["baseline_rss_mb"], 1)
     return got
-
-
-def student_artifact(student: Path, calibration: Path, out: Path, *, quick: bool) -> Path:
-    """Every file of the student (converted once and cached under ``out``)."""
-    from edge_albert.converters.convert import ConvertConfig, run_convert
-
-    if (out / "manifest.json").is_file():
-        return out
-    cfg = ConvertConfig(buckets=(32, 64, 128), fixed_shapes=(),
-                        calibration_size=32 if quick else 256, parity_examples=32 if quick else 256)
-    run_convert(cfg, student, out, calibration=calibration, progress=not quick)
-    return out
 
 
 def teacher_onnx(teacher: Path, out: Path) -> Path:

@@ -28,6 +28,7 @@ Results: ``benchmarks/results/peers.{json,md,png}`` (``peers.quick.*`` with ``--
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -84,10 +85,8 @@ def _versions(names: Sequence[str]) -> dict[str, str]:
 
     out = {}
     for n in names:
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             out[n] = metadata.version(n)
-        except metadata.PackageNotFoundError:
-            pass
     return out
 
 
@@ -120,7 +119,7 @@ def _attempt(rows: list[dict], recipe: str, short: str, fn: Callable[[], Path],
         rows.append({"recipe": recipe, "short": short, "file": str(path),
                      "seconds": round(time.perf_counter() - t, 2), **extra})
         return path
-    except Exception as exc:  # noqa: BLE001 (a peer's failure is a result)
+    except Exception as exc:
         rows.append({"recipe": recipe, "short": short, "error": _first_lines(exc),
                      "seconds": round(time.perf_counter() - t, 2),
                      "traceback": traceback.format_exc()[-3000:], **extra})
@@ -317,7 +316,7 @@ def driver_main(argv: Sequence[str]) -> int:
     try:
         rows = fn(args.model, args.out, args.calibration)
         fatal = None
-    except Exception as exc:  # noqa: BLE001 (a peer's failure is a result)
+    except Exception as exc:
         rows, fatal = [], {"error": _first_lines(exc), "traceback": traceback.format_exc()[-3000:]}
     result = {"rows": rows, "fatal": fatal, "python": sys.version.split()[0],
               "versions": _versions(VENVS[args.driver]["record"])}
@@ -559,7 +558,7 @@ def interleaved_latency(runners: dict[str, Runner], feeds: list[dict], *, iters:
     ``iters / rounds`` calls per round over ``feeds`` in turn, so all share the same noise."""
     per = max(1, iters // rounds)
     times: dict[str, list[float]] = {k: [] for k in runners}
-    for name, r in runners.items():
+    for _name, r in runners.items():
         for i in range(warmup):
             r.run(feeds[i % len(feeds)])
     order = list(runners)
@@ -807,7 +806,7 @@ def weight_census(path: Path) -> dict:
 
     try:
         c = census(path)
-    except Exception as exc:  # noqa: BLE001 (a peer's failure is a result)
+    except Exception as exc:
         return {"error": _first_lines(exc)}
     return {"int8_weight_ops": f"{sum(w.int8 for w in c.weight_ops)}/{len(c.weight_ops)}",
             "float_weight_ops": sorted({f"{w.part}:{w.weight}" for w in c.weight_ops
@@ -831,7 +830,7 @@ def measure(rows: list[dict], runners: dict[str, Runner], batches: list[dict],
             logits = evaluate(runners[key], batches)
             if not np.isfinite(logits).all():
                 raise RuntimeError("non-finite logits")
-        except Exception as exc:  # noqa: BLE001 (a peer's failure is a result)
+        except Exception as exc:
             row.update(status="failed", error=f"runtime failed: {_first_lines(exc)}")
             continue
         if key == "torch:fp32":
@@ -1099,7 +1098,7 @@ def _main(args, tmp: Path, log: Callable[[str], None], t0: float) -> dict:
                                  file=str(path), precision="int8-dynamic", size_bytes=_size(path),
                                  versions=torch_versions))
                 runners["torch.ao:dynamic"] = torch_runner(q)
-            except Exception as exc:  # noqa: BLE001 (a peer's failure is a result)
+            except Exception as exc:
                 rows.append(_row("torch.ao", "int8-dynamic: torch.ao.quantization.quantize_dynamic",
                                  status="failed", error=f"quantize failed: {_first_lines(exc)}",
                                  versions=torch_versions))
@@ -1131,7 +1130,7 @@ def _main(args, tmp: Path, log: Callable[[str], None], t0: float) -> dict:
                     fixed = [runners[r["key"]].fixed_batch, runners[r["key"]].fixed_length]
                     if any(fixed):
                         r["fixed_shape"] = fixed
-                except Exception as exc:  # noqa: BLE001 (a peer's failure is a result)
+                except Exception as exc:
                     r.update(status="failed", error=f"runtime cannot load: {_first_lines(exc)}")
         rows += prow
 

@@ -17,6 +17,7 @@ Writes ``roofline.json``, ``roofline.md`` and ``roofline.png`` (``roofline.quick
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections.abc import Sequence
@@ -92,11 +93,9 @@ def peaks(shapes: dict[str, tuple[int, int, int]], threads: Sequence[int],
             if hasattr(torch, "_int_mm") and m > 16 and k % 8 == 0 and n % 8 == 0:
                 ai = torch.from_numpy(rng.integers(-127, 128, size=(m, k), dtype=np.int8))
                 bi = torch.from_numpy(rng.integers(-127, 128, size=(k, n), dtype=np.int8))
-                try:
+                with contextlib.suppress(RuntimeError):  # not built for this CPU
                     got["torch int8 _int_mm"] = _best_rate(lambda ai=ai, bi=bi: torch._int_mm(ai, bi), ops,
                                                            budget_s)
-                except RuntimeError:  # not built for this CPU
-                    pass
             for kernel, rate in got.items():
                 rows.append({"kernel": kernel, "shape": label, "m": m, "k": k, "n": n,
                              "threads": t, "gops": round(rate / 1e9, 2)})

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from edge_albert.data import read_dataset
-    from edge_albert.vocab_trim import TrimVocabConfig, run_trim_vocab
+    from edge_albert.trim_vocab import TrimVocabConfig, run_trim_vocab
 
     torch.set_num_threads(args.threads)
     rows = []

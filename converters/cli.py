@@ -6,47 +6,11 @@ tensorflow and onnxruntime load inside the command only.
 """
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import click
 
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-
-def _csv(value: str | None) -> list[str] | None:
-    if value is None:
-        return None
-    return [v.strip() for v in value.split(",") if v.strip()]
-
-
-@contextlib.contextmanager
-def _native_logs_muted(enabled: bool) -> Iterator[None]:
-    """TensorFlow's and LiteRT's C++ code writes warnings straight to file descriptor 2; send those
-    to /dev/null while keeping Python's stderr (the progress bar, our errors) on the terminal."""
-    if not enabled:
-        yield
-        return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.stderr.flush()
-    saved = os.dup(2)
-    keep = os.fdopen(os.dup(saved), "w", buffering=1)
-    old_stderr = sys.stderr
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        sys.stderr = keep
-        yield
-    finally:
-        sys.stderr = old_stderr
-        keep.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-        keep.close()
+from ..cli_common import CONTEXT, native_logs_muted
 
 
 @click.command("convert", context_settings=CONTEXT)
@@ -118,7 +82,7 @@ def convert_command(ctx: click.Context, model_dir: Path, out: Path, formats: str
         fallbacks=fallbacks)
     config = load_sections({"convert": ConvertConfig}, config_file, sets)["convert"]
     verbose = bool(ctx.find_root().obj and ctx.find_root().obj.get("verbose"))
-    with _native_logs_muted(not verbose):
+    with native_logs_muted(not verbose):
         manifest = run_convert(config, model_dir, out, calibration=calibration, force=force,
                                progress=not quiet)
     for name, meta in manifest.files.items():

@@ -9,9 +9,6 @@ an error anywhere leaves no half-written directory.
 from __future__ import annotations
 
 import dataclasses
-import functools
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,7 +32,6 @@ from .spec import (
     IntType,
     Precision,
     check_supported,
-    model_filename,
 )
 
 LABELS_FILE = "labels.txt"
@@ -138,7 +134,7 @@ class ConvertConfig:
         return out
 
 
-class _Steps:
+class Steps:
     """A tqdm bar over the stage's steps, and the seconds each took."""
 
     def __init__(self, names: list[str], enabled: bool, desc: str = "convert") -> None:
@@ -208,7 +204,7 @@ def load_source(model_dir: Path, spec: ExportSpec, *, formats: tuple[Format, ...
 
 def run_convert(config: ConvertConfig, model_dir: str | Path, out_dir: str | Path, *,
                 calibration: str | Path | None = None, force: bool = False,
-                progress: bool = True) -> Manifest:
+                progress: bool | None = None) -> Manifest:
     """Convert the classifier in ``model_dir`` into ``out_dir`` (see the module docstring).
 
     ``calibration`` is a labelled data file of the task: its text calibrates int8-static and
@@ -219,6 +215,7 @@ def run_convert(config: ConvertConfig, model_dir: str | Path, out_dir: str | Pat
     from ..errors import DataError
     from ..modeling import copy_tokenizer_files
     from .calibration import build_calibration, parity_feeds, synthetic_parity_feeds
+    from .convert_files import Converter
     from .parity import gate, torch_logits
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
@@ -248,14 +245,14 @@ def run_convert(config: ConvertConfig, model_dir: str | Path, out_dir: str | Pat
 
     plan = config.plan()
     names = _step_names(plan)
-    steps = _Steps(names, progress)
+    steps = Steps(names, progress is not False)
     record = {**to_dict(config), "calibration": str(calibration) if calibration else None,
               "model": str(model_dir)}
     inputs = [model_dir] if (model_dir / "manifest.json").is_file() else []
     try:
         with write_artifact(out_dir, stage="convert", config=record, inputs=inputs,
                             force=force) as w:
-            conv = _Converter(config, model, spec, cal, batches, ref, params, w, steps)
+            conv = Converter(config, model, spec, cal, batches, ref, params, w, steps)
             with scratch_dir(w.path):  # libraries' own temp files too: a kill leaves none outside
                 conv.run(plan)
             copy_tokenizer_files(model_dir, w.path)
@@ -349,158 +346,3 @@ def check_tflite_storage(path: Path, params: int) -> None:
             f"{path.name} stores {stored:,} bytes of constants for {params:,}"
             f" parameters (> {STORAGE_SLACK} x 4 bytes each): a shared weight was"
             " copied per pass")
-
-
-class _Converter:
-    """Writes, measures and describes the files of one convert run."""
-
-    def __init__(self, config: ConvertConfig, model, spec: ExportSpec, cal: CalibrationSet | None,
-                 batches, ref, params: int, writer, steps: _Steps) -> None:
-        self.config, self.model, self.spec, self.cal = config, model, spec, cal
-        self.batches, self.ref, self.params, self.w, self.steps = batches, ref, params, writer, steps
-        self.parity: dict = {}
-        self.described: dict[str, dict] = {}
-        self.tf_diff: float | None = None
-
-    # -- shared -------------------------------------------------------------------------------
-    def measure(self, path: Path, fmt: Format, precision: Precision, recipe: dict) -> None:
-        meta, par = describe_file(path, fmt, precision, recipe, spec=self.spec,
-                                  batches=self.batches, ref=self.ref, params=self.params,
-                                  threads=self.config.threads)
-        self.parity[path.name] = par
-        self.described[path.name] = meta
-        self.w.describe(path.name, **meta)
-
-    def run(self, plan: list[tuple[Format, Precision]]) -> None:
-        onnx_precs = list(dict.fromkeys(p for f, p in plan if f in (Format.ONNX, Format.ORT)))
-        if onnx_precs:
-            with tempfile.TemporaryDirectory(prefix="edge-albert-onnx-") as scratch:
-                self.onnx_files(Path(scratch), onnx_precs, plan)
-        tflite_precs = [p for f, p in plan if f is Format.TFLITE]
-        if tflite_precs:
-            self.tflite_files(tflite_precs)
-        self.check_fallback_nodes()
-
-    def check_fallback_nodes(self) -> None:
-        """Every ``fallback_nodes`` name must be a node of at least one int8 graph written."""
-        names = self.config.fallback_nodes
-        int8 = [m for m in self.described.values() if Precision(m["precision"]).is_int8]
-        if not names or not int8:
-            return
-        used = {n for m in int8 for n in m["recipe"].get("float_nodes", [])
-                + m["recipe"].get("source_recipe", {}).get("float_nodes", [])}
-        unknown = [n for n in names if n not in used]
-        if unknown:
-            raise ConfigError(f"fallback node(s) {', '.join(unknown[:5])} name no node of the"
-                              " ONNX or TFLite int8 graphs", key="convert.fallback_nodes",
-                              hint="ONNX node names and TFLite op output tensor names are"
-                                   " valid; the manifest's census lists the weight ops")
-
-    # -- ONNX and ORT -----------------------------------------------------------------------
-    def fixed_shape_files(self, scratch: Path, written: list[Precision]) -> None:
-        """``fixed/model.<precision>.b1x<L>.onnx``: the dynamic file with every input pinned to
-        [1, L] for each bucket L, checked row by row against the dynamic file."""
-        precs = [p for p in self.config.fixed_shapes if p in written]
-        if not precs:
-            return
-        import onnx
-        import onnxruntime as ort
-        from onnxruntime.tools.onnx_model_utils import fix_output_shapes, make_input_shape_fixed
-
-        (self.w.path / "fixed").mkdir(exist_ok=True)
-        rows = [(b["input_ids"][i:i + 1], b["attention_mask"][i:i + 1], b["token_type_ids"][i:i + 1])
-                for b in self.batches for i in range(len(b["input_ids"]))][:16]
-        for p in precs:
-            src = scratch / model_filename(Format.ONNX, p)
-            dyn = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"])
-            for length in self.spec.buckets:
-                model = onnx.load(str(src))
-                for inp in model.graph.input:
-                    make_input_shape_fixed(model.graph, inp.name, [1, length])
-                fix_output_shapes(model)
-                name = f"fixed/model.{p.value}.b1x{length}.onnx"
-                onnx.save(model, str(self.w.path / name))
-                fixed = ort.InferenceSession(str(self.w.path / name), providers=["CPUExecutionProvider"])
-                worst = 0.0
-                for ids, mask, types in rows:
-                    n = int(mask.sum())
-                    if n > length:
-                        continue
-                    feed = {}
-                    for key, arr in (("input_ids", ids), ("attention_mask", mask),
-                                     ("token_type_ids", types)):
-                        padded = np.zeros((1, length), dtype=np.int64)
-                        padded[0, :n] = arr[0, :n]
-                        feed[key] = padded
-                    a = fixed.run(None, feed)[0]
-                    b = dyn.run(None, feed)[0]
-                    worst = max(worst, float(np.abs(a - b).max()))
-                # same graph, pinned shapes: fp32 must match; int8 kernels may pick other
-                # (fused) paths once shapes are static, so allow int8 rounding differences
-                limit = 1e-4 if p is Precision.FP32 else 1e-2
-                if worst > limit:
-                    raise ConversionError(f"differs from its dynamic-shape source by {worst:.2e}"
-                                          f" (> {limit:g})", where=name)
-                self.w.describe(name, format=Format.ONNX.value, precision=p.value,
-                                fixed_shape=[1, length], seq_len=length, buckets=[length],
-                                source=src.name, max_abs_diff_vs_dynamic=worst)
-
-    def onnx_files(self, scratch: Path, precs: list[Precision],
-                   plan: list[tuple[Format, Precision]]) -> None:
-        from .onnx_quant import quantize_dynamic, quantize_static
-        from .ort_mobile import CONFIG_NAME, convert_to_ort
-
-        c = self.config
-        fp32 = scratch / model_filename(Format.ONNX, Precision.FP32)
-        recipes: dict[Precision, dict] = {}
-        recipes[Precision.FP32] = self.steps.run("onnx fp32", functools.partial(
-            export_fp32_onnx, self.model, fp32, self.spec, self.params))
-        for p in precs:
-            dst = scratch / model_filename(Format.ONNX, p)
-            if p is Precision.INT8_DYNAMIC:
-                recipes[p] = self.steps.run(f"onnx {p.value}", functools.partial(
-                    quantize_dynamic, fp32, dst, per_channel=c.per_channel,
-                    fallbacks=c.fallbacks, nodes=c.fallback_nodes))
-            elif p is Precision.INT8_STATIC:
-                assert self.cal is not None
-                recipes[p] = self.steps.run(f"onnx {p.value}", functools.partial(
-                    quantize_static, fp32, dst, self.cal, method=c.calibration_method,
-                    per_channel=c.per_channel, activation_type=c.activation_type.value,
-                    weight_type=c.weight_type.value, fallbacks=c.fallbacks,
-                    nodes=c.fallback_nodes))
-        for p in [q for q in list(recipes) if q not in precs]:  # fp32 made only as the source
-            (scratch / model_filename(Format.ONNX, p)).unlink()
-        if any(f is Format.ORT for f, _ in plan):
-            self.steps.run("ort", functools.partial(convert_to_ort, scratch,
-                                                    target_platform=c.ort_target))
-            shutil.copyfile(scratch / CONFIG_NAME, self.w.path / CONFIG_NAME)
-            self.w.describe(CONFIG_NAME, kind="onnxruntime reduced-build operator config")
-        self.fixed_shape_files(scratch, [p for f, p in plan if f is Format.ONNX])
-        for fmt, p in plan:
-            if fmt not in (Format.ONNX, Format.ORT):
-                continue
-            name = model_filename(fmt, p)
-            shutil.copyfile(scratch / name, self.w.path / name)
-            recipe = dict(recipes[p])
-            if fmt is Format.ORT:
-                recipe = {"recipe": "onnxruntime.tools.convert_onnx_models_to_ort (fixed"
-                                    f" optimisations, target {c.ort_target})",
-                          "source": model_filename(Format.ONNX, p), "source_recipe": recipes[p]}
-            self.measure(self.w.path / name, fmt, p, recipe)
-
-    # -- TFLite -----------------------------------------------------------------------------
-    def tflite_files(self, precs: list[Precision]) -> None:
-        from .tflite_convert import convert_tflite
-
-        module, self.tf_diff = self.steps.run("tensorflow graph", functools.partial(
-            tf_graph, self.model, self.spec, self.batches[0]))
-        c = self.config
-        for p in precs:
-            data, recipe = self.steps.run(f"tflite {p.value}", functools.partial(
-                convert_tflite, module, p, calibration=self.cal, fallbacks=c.fallbacks,
-                nodes=c.fallback_nodes))
-            path = self.w.path / model_filename(Format.TFLITE, p)
-            path.write_bytes(data)
-            if p is Precision.FP32:
-                check_tflite_storage(path, self.params)
-            self.measure(path, Format.TFLITE, p, recipe)

@@ -8,8 +8,10 @@ the input of a reduced onnxruntime build (``build.sh --include_ops_by_config``).
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import logging
+import warnings
 from pathlib import Path
 
 from ..errors import ConversionError
@@ -35,10 +37,15 @@ def convert_to_ort(onnx_dir: str | Path, *, target_platform: str = "arm") -> lis
     logging.getLogger("ort_format_model.utils").setLevel(logging.WARNING)  # "Created config"
     log = io.StringIO()
     try:
-        with contextlib.redirect_stdout(log):
+        # onnxruntime's ORTFormatModelProcessor reads each .ort with open(...).read() and never
+        # closes the file: collect those objects here, with their ResourceWarning silenced,
+        # rather than let them surface later as an unraisable warning in someone else's code
+        with contextlib.redirect_stdout(log), warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
             convert_onnx_models_to_ort(onnx_dir, output_dir=onnx_dir,
                                        optimization_styles=[OptimizationStyle.Fixed],
                                        target_platform=target_platform)
+            gc.collect()
     except Exception as exc:
         raise ConversionError(f"onnxruntime's ORT-format converter failed: "
                               f"{str(exc).splitlines()[0][:300]}", where=onnx_dir) from exc

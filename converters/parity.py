@@ -8,7 +8,7 @@ logit, and raises one :class:`ConversionError` with the numbers of all of them.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -118,8 +118,3 @@ def gate(results: Mapping[str, Parity]) -> None:
                               hint="run with -v for details; int8 files only report")
 
 
-def check_all(files: Iterable[tuple[str, Path, Format, Precision]], ref: Sequence[np.ndarray],
-              batches: Sequence[Feed], *, threads: int = 2) -> dict[str, Parity]:
-    """Run and compare several files (no gating)."""
-    return {name: compare(ref, run_file(path, batches, threads=threads), fmt=fmt,
-                          precision=prec) for name, path, fmt, prec in files}

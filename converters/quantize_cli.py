@@ -1,7 +1,7 @@
 """``edge-albert quantize``: the click command (added to the CLI group with ``cli.add_command``).
 
-Thin: it builds a :class:`~.search.SearchConfig` (TOML ``[quantize]`` table, ``--set`` overrides,
-then the options), calls :func:`~.search.run_search` and prints the trial table. torch,
+Thin: it builds a :class:`~.quantize.QuantizeConfig` (TOML ``[quantize]`` table, ``--set`` overrides,
+then the options), calls :func:`~.quantize.run_quantize` and prints the trial table. torch,
 tensorflow and onnxruntime load inside the command only.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from .cli import CONTEXT, _csv, _native_logs_muted
+from ..cli_common import CONTEXT, csv_list, native_logs_muted
 
 
 @click.command("quantize", context_settings=CONTEXT)
@@ -73,10 +73,10 @@ def quantize_command(ctx: click.Context, model_dir: Path, calibration: Path, dev
           --recipe onnx-qdq-minmax-pc --out q/
     """
     from ..config import cli_overrides, load_sections
-    from ..errors import AccuracyGateError, ConfigError
-    from .search import RECIPES, SearchConfig, format_table, run_search
+    from ..errors import ConfigError
+    from .quantize import RECIPES, QuantizeConfig, QuantizeGateError, format_table, run_quantize
 
-    names = [n for r in recipes for n in (_csv(r) or [])]
+    names = [n for r in recipes for n in csv_list(r)]
     if not search and len(names) != 1:
         raise ConfigError("give --search to try every recipe, or one --recipe NAME"
                           + (f" (got {len(names)})" if names else ""), key="--recipe",
@@ -88,20 +88,19 @@ def quantize_command(ctx: click.Context, model_dir: Path, calibration: Path, dev
         max_drop=max_drop, threads=threads,
         buckets=f"[{seq_len}]" if seq_len is not None else buckets,
         calibration_size=calibration_size)
-    config = load_sections({"quantize": SearchConfig}, config_file, sets)["quantize"]
+    config = load_sections({"quantize": QuantizeConfig}, config_file, sets)["quantize"]
     verbose = bool(ctx.find_root().obj and ctx.find_root().obj.get("verbose"))
     try:
-        with _native_logs_muted(not verbose):
-            manifest = run_search(config, model_dir, out, calibration=calibration, dev=dev,
-                                  force=force, progress=not quiet)
-    except AccuracyGateError as exc:
-        trials = getattr(exc, "trials", None)
-        if trials:
-            click.echo(format_table(trials))
+        with native_logs_muted(not verbose):
+            manifest = run_quantize(config, model_dir, out, calibration=calibration, dev=dev,
+                                    force=force, progress=not quiet)
+    except QuantizeGateError as exc:
+        click.echo(format_table(exc.trials))
         raise
-    from .search import Trial
+    from .quantize import Trial, TrialStatus
 
-    trials = [Trial(**row) for row in _load_trials(manifest)]
+    trials = [Trial(**{**row, "status": TrialStatus(row["status"]) if row["status"] else None})
+              for row in _load_trials(manifest)]
     click.echo(format_table(trials))
     for name in manifest.extra["kept"].values():
         meta = manifest.files[name]
@@ -115,13 +114,13 @@ def quantize_command(ctx: click.Context, model_dir: Path, calibration: Path, dev
 def _load_trials(manifest) -> list[dict]:
     import json
 
-    from .search import TRIALS_JSON
+    from .quantize import TRIALS_JSON
 
     return json.loads(manifest.file(TRIALS_JSON).read_text(encoding="utf-8"))["trials"]
 
 
 def _list_recipes(ctx: click.Context) -> None:
-    from .search import RECIPES
+    from .quantize import RECIPES
 
     for r in RECIPES.values():
         click.echo(f"{r.name:<30} {r.format.value:<7} {r.settings()}")

@@ -16,7 +16,7 @@ if (_os.path.isfile(_os.path.join(_root, "pyproject.toml"))
         and _os.path.isfile(_os.path.join(_root, "runtime", "__init__.py")) and _root not in __path__):
     __path__.append(_root)
 
-from .errors import (
+from .errors import (  # noqa: E402 - after the __path__ line above, which it may need
     AccuracyGateError,
     ArtifactError,
     ConfigError,

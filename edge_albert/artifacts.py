@@ -19,7 +19,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -299,7 +299,7 @@ def write_artifact(
     *,
     stage: str,
     config: Mapping[str, Any],
-    inputs: list[str | Path] | None = None,
+    inputs: Sequence[str | Path] | None = None,
     force: bool = False,
 ) -> Iterator[ArtifactWriter]:
     """Write an artifact atomically.

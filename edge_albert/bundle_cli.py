@@ -9,16 +9,11 @@ Standalone (before the commands are registered): ``python -m edge_albert.bundle_
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
 
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-
-def _csv(value: str | None) -> tuple[str, ...]:
-    return tuple(v.strip() for v in (value or "").split(",") if v.strip())
+from .cli_common import CONTEXT, csv_list
 
 
 @click.command("bundle", context_settings=CONTEXT)
@@ -57,10 +52,10 @@ def bundle_command(artifacts_dir: Path, target: str, data_file: Path, reference:
     """
     from .bundle import BundleConfig, Target, run_bundle
 
-    cfg = BundleConfig(target=Target(target), models=_csv(models), reference=reference,
-                       text_columns=text_columns, label_column=label_column)
+    cfg = BundleConfig(target=Target(target), models=csv_list(models), reference=reference,
+                       text_columns=text_columns, label_column=label_column or "")
     manifest = run_bundle(cfg, artifacts_dir, data_file, out, force=force,
-                          log=lambda s: click.echo(s, err=True))
+                          progress=lambda s: click.echo(s, err=True))
     models_in = manifest.extra.get("models", [])
     ref = manifest.extra["reference"]
     click.echo(f"bundle {out} ({target}): {len(models_in)} model file(s), eval"
@@ -110,17 +105,3 @@ def report_command(paths: tuple[Path, ...], merge: bool, merge_android: bool) ->
         click.echo(f"{d.get('kind')}: {d.get('name')} ({d.get('machine')}, {d.get('cpu')}):"
                    f" {len(d.get('artifacts', []))} file(s)")
     click.echo(f"updated {report_dir / 'report.json'} and {report_dir / 'report.md'}")
-
-
-def main() -> None:  # pragma: no cover - convenience before cli.py registers the commands
-    from .cli import cli
-
-    for cmd in (bundle_command, report_command):
-        if cmd.name not in cli.commands:
-            cli.add_command(cmd)
-    cli(prog_name="edge-albert")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    main()

@@ -67,28 +67,10 @@ def _coerce(value: Any, tp: Any, *, key: str, where: str | None) -> Any:
         return ConfigError(f"expected {expected}, got {value!r}", where=where, key=key)
 
     if origin in (typing.Union, types.UnionType):
-        if (value is None or (isinstance(value, str) and value.lower() in ("none", "null"))) \
-                and type(None) in args:
-            return None
-        last: ConfigError | None = None
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(value, a, key=key, where=where)
-            except ConfigError as exc:
-                last = exc
-        assert last is not None
-        raise last
+        return _coerce_union(value, args, key=key, where=where)
     if origin in (tuple, list):
-        if isinstance(value, str):  # "32,64", "32, 64", "64," (spaces and a trailing comma)
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            value = [value]  # one value is a list of one: --buckets 64
-        if not isinstance(value, (list, tuple)):
-            raise bad("a list")
-        inner = args[0] if args else Any
-        items = [_coerce(v, inner, key=key, where=where) for v in value]
+        items = [_coerce(v, args[0] if args else Any, key=key, where=where)
+                 for v in _as_list(value, bad)]
         return tuple(items) if origin is tuple else items
     if tp is Any:
         return value
@@ -97,47 +79,86 @@ def _coerce(value: Any, tp: Any, *, key: str, where: str | None) -> Any:
             return tp(value)
         except ValueError:
             raise bad(_type_name(tp)) from None
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-            return value.lower() in ("true", "1", "yes")
-        raise bad("true or false")
-    if tp is int:
-        if isinstance(value, bool):
-            raise bad("an integer")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, str):
-            try:
-                return int(value.replace("_", ""))
-            except ValueError:
-                pass
-        raise bad("an integer")
-    if tp is float:
-        if isinstance(value, bool):
-            raise bad("a number")
-        if isinstance(value, (int, float, str)):
-            try:
-                f = float(value)
-            except (ValueError, OverflowError):  # not a number; an integer beyond float's range
-                raise bad("a number") from None
-            if not math.isnan(f):  # NaN is never a setting
-                return f
-        raise bad("a number")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise bad("a string")
-    if tp is Path:
-        if isinstance(value, (str, Path)):
-            return Path(value)
-        raise bad("a path string")
     if tp is dict or origin is dict:
         if isinstance(value, dict):
             return dict(value)
         raise bad("a table")
-    raise ConfigError(f"unsupported config field type {tp!r}", where=where, key=key)
+    scalar = _SCALARS.get(tp)
+    if scalar is None:
+        raise ConfigError(f"unsupported config field type {tp!r}", where=where, key=key)
+    return scalar(value, bad)
+
+
+def _coerce_union(value: Any, args: tuple[Any, ...], *, key: str, where: str | None) -> Any:
+    if (value is None or (isinstance(value, str) and value.lower() in ("none", "null"))) \
+            and type(None) in args:
+        return None
+    last: ConfigError | None = None
+    for a in args:
+        if a is type(None):
+            continue
+        try:
+            return _coerce(value, a, key=key, where=where)
+        except ConfigError as exc:
+            last = exc
+    assert last is not None
+    raise last
+
+
+def _as_list(value: Any, bad: Any) -> list[Any]:
+    if isinstance(value, str):  # "32,64", "32, 64", "64," (spaces and a trailing comma)
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = [value]  # one value is a list of one: --buckets 64
+    if not isinstance(value, (list, tuple)):
+        raise bad("a list")
+    return list(value)
+
+
+def _to_bool(value: Any, bad: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+        return value.lower() in ("true", "1", "yes")
+    raise bad("true or false")
+
+
+def _to_int(value: Any, bad: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value.replace("_", ""))
+        except ValueError:
+            pass
+    raise bad("an integer")
+
+
+def _to_float(value: Any, bad: Any) -> float:
+    if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        try:
+            f = float(value)
+        except (ValueError, OverflowError):  # not a number; an integer beyond float's range
+            raise bad("a number") from None
+        if not math.isnan(f):  # NaN is never a setting
+            return f
+    raise bad("a number")
+
+
+def _to_str(value: Any, bad: Any) -> str:
+    if isinstance(value, str):
+        return value
+    raise bad("a string")
+
+
+def _to_path(value: Any, bad: Any) -> Path:
+    if isinstance(value, (str, Path)):
+        return Path(value)
+    raise bad("a path string")
+
+
+_SCALARS: dict[Any, Any] = {bool: _to_bool, int: _to_int, float: _to_float, str: _to_str,
+                            Path: _to_path}
 
 
 def _shown(name: str) -> str:
@@ -333,6 +354,7 @@ class DistillConfig(TrainConfig):
     prune_steps: int = 3
     prune_score_batches: int = 32
     prune_hidden: bool = True
+    share_groups: int = 0  # > 0: after pruning, merge the layers into this many shared groups
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -346,6 +368,8 @@ class DistillConfig(TrainConfig):
             raise ConfigError(f"flops is a fraction of the teacher's FLOPs: expected a number"
                               f" between 0 and 1 (exclusive), got {self.flops}",
                               key="distill.flops")
+        if self.share_groups < 0:
+            raise ValueError(f"share_groups must be >= 0, got {self.share_groups}")
         if self.prune_steps < 1 or self.prune_score_batches < 1:
             raise ValueError("prune_steps and prune_score_batches must be >= 1")
         if any(i < 0 for i in self.teacher_layers):

@@ -73,7 +73,7 @@ def partial_dir(out_dir: str | Path) -> Path:
 
 def run_finetune(cfg: FinetuneConfig, model_name: str | Path, train: Dataset, dev: Dataset,
                  out_dir: str | Path, *, resume: bool = False, force: bool = False,
-                 progress: bool = True, stop_after: int | None = None) -> Manifest | None:
+                 progress: bool | None = None) -> Manifest | None:
     """Fine-tune ``model_name`` on ``train``, keep the best state on ``dev``, write ``out_dir``."""
 
     out = Path(out_dir)
@@ -106,7 +106,7 @@ def run_finetune(cfg: FinetuneConfig, model_name: str | Path, train: Dataset, de
     ckpt.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(ClassifierLoss(model), cfg, train_set, ckpt_dir=ckpt,
                       log_path=ckpt / "train_log.jsonl", config_dict=config_dict, evaluate=evaluate,
-                      progress=progress, stop_after=stop_after)
+                      progress=progress)
     result = trainer.fit(resume=resume)
     if "stopped_at" in result or world()[0] != 0:
         return None

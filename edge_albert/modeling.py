@@ -207,13 +207,11 @@ def label_names_of(model) -> list[str]:
     return [str(id2label[i]) for i in range(len(id2label))]
 
 
-TOKENIZER_FILES = ("spiece.model", "tokenizer.json", "tokenizer_config.json",
-                   "special_tokens_map.json", "vocab.txt")
-
-
 def copy_tokenizer_files(src: str | Path, dst: str | Path) -> list[str]:
     """Copy the tokenizer files of ``src`` that exist into ``dst``; returns their names."""
     import shutil
+
+    from .runtime.tokenizer import TOKENIZER_FILES
 
     src, dst = Path(src), Path(dst)
     copied = []

@@ -1,8 +1,12 @@
 """``edge-albert pipeline``: every stage, each into its own artifact directory under one run dir.
 
     tokenizer (only for a teacher trained from scratch) -> teacher (fine-tune, when asked)
-    -> student (distil) -> trim (vocabulary trimming, when asked) -> convert (ONNX, .ort,
-    TFLite; fp32/fp16/int8) -> validate (against the distilled student) -> bundle
+    -> student (distil) -> trim_vocab (when asked) -> convert (ONNX, .ort, TFLite;
+    fp32/fp16/int8) -> validate (against the distilled student) -> bundle
+
+The stages are one table (:data:`TABLE`): each names its directory, recipe table, data files,
+upstream stages and runner, all with the stage contract ``run_<stage>(config, *inputs,
+out_dir, *, force, progress) -> Manifest``.
 
 A stage whose config and inputs are unchanged is skipped as up to date: the run directory keeps a
 ledger (``pipeline_state.json``) of each finished stage's fingerprint (its config plus its
@@ -23,106 +27,22 @@ from pathlib import Path
 from typing import Any
 
 from .artifacts import MANIFEST, atomic_write_text, pid_alive, sha256_file, verify
+from .bundle import BundleConfig, Target
 from .config import (
     DistillConfig,
     FinetuneConfig,
     TokenizerConfig,
-    load_sections,
     read_toml,
     to_dict,
 )
 from .errors import ArtifactError, ConfigError
-from .vocab_trim import TrimVocabConfig
+from .recipe import TaskConfig, TeacherConfig, load_pipeline_config, schema
+from .trim_vocab import TrimVocabConfig
 
-STAGES = ("tokenizer", "teacher", "student", "trim", "convert", "validate", "bundle")
+STAGES = ("tokenizer", "teacher", "student", "trim_vocab", "convert", "validate", "bundle")
 STATE = "pipeline_state.json"
 CONFIG_RECORD = "pipeline_config.json"
 LOCK = ".lock"
-
-
-@dataclass(frozen=True)
-class TaskConfig:
-    """Where the data is. ``builtin = "intents"`` generates the demo task instead."""
-
-    train: str = ""
-    dev: str = ""
-    eval: str = ""  # defaults to dev
-    unlabelled: str = ""  # more transfer text for distillation, labelled by the teacher
-    builtin: str = ""
-    builtin_train_rows: int = 4000
-    builtin_dev_rows: int = 1000
-    seed: int = 0
-
-
-@dataclass(frozen=True)
-class TeacherConfig:
-    """The teacher: a fine-tuned classifier, a base encoder to fine-tune, or ``scratch``."""
-
-    model: str = "albert-base-v2"
-    finetune: bool = True
-    scratch_shape: str = "tiny"  # for model = "scratch": an ALBERT shape name (modeling.SHAPES)
-    scratch_vocab_size: int = 2000
-
-
-@dataclass(frozen=True)
-class BundleConfig:
-    target: str = "rpi"  # rpi, android or none
-
-
-@dataclass(frozen=True)
-class TrimStageConfig(TrimVocabConfig):
-    """``[trim_vocab]``: the trim stage (corpus: the task's training text), off by default."""
-
-    enabled: bool = False
-
-
-def schema() -> dict[str, type]:
-    """Section -> config dataclass of a pipeline TOML file."""
-    from .converters.convert import ConvertConfig
-    from .validate import ValidateConfig
-
-    return {"task": TaskConfig, "teacher": TeacherConfig, "tokenizer": TokenizerConfig,
-            "finetune": FinetuneConfig, "distill": DistillConfig, "trim_vocab": TrimStageConfig,
-            "convert": ConvertConfig, "validate": ValidateConfig, "bundle": BundleConfig}
-
-
-def load_pipeline_config(path: str | Path | None, overrides: tuple[str, ...] | list[str] = ()
-                         ) -> dict[str, Any]:
-    """Load a recipe; relative data paths are resolved against the recipe's directory."""
-    cfg = load_sections(schema(), path, overrides)
-    task: TaskConfig = cfg["task"]
-    base = Path(path).absolute().parent if path else Path.cwd()  # a symlinked recipe reads beside the link
-    fixed: dict[str, Any] = {}
-    for key in ("train", "dev", "eval", "unlabelled"):
-        value = getattr(task, key)
-        if value and not Path(value).is_absolute():
-            fixed[key] = str(Path(os.path.normpath(base / value)))
-    if fixed:
-        cfg["task"] = dataclasses.replace(task, **fixed)
-    task = cfg["task"]
-    if not task.builtin:
-        for key in ("train", "dev"):
-            value = getattr(task, key)
-            if not value:
-                raise ConfigError("no data file set", where=str(path) if path else None,
-                                  key=f"task.{key}", hint="set it, or task.builtin = \"intents\"")
-            if not Path(value).is_file():
-                raise ConfigError(f"data file {value} does not exist",
-                                  where=str(path) if path else None, key=f"task.{key}")
-    if task.unlabelled and not Path(task.unlabelled).is_file():
-        raise ConfigError(f"data file {task.unlabelled} does not exist",
-                          where=str(path) if path else None, key="task.unlabelled")
-    elif task.builtin != "intents":
-        raise ConfigError(f"unknown built-in task {task.builtin!r} (known: intents)",
-                          where=str(path) if path else None, key="task.builtin")
-    if cfg["trim_vocab"].enabled and cfg["teacher"].model == "scratch":
-        raise ConfigError("vocabulary trimming needs a WordPiece teacher; a scratch teacher's"
-                          " tokenizer is SentencePiece (size it with tokenizer.vocab_size)",
-                          where=str(path) if path else None, key="trim_vocab.enabled")
-    if cfg["bundle"].target not in ("rpi", "android", "none"):
-        raise ConfigError(f"unknown bundle target {cfg['bundle'].target!r} (rpi, android, none)",
-                          key="bundle.target")
-    return cfg
 
 
 def _flatten(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -146,7 +66,7 @@ class RunLock:
     def __init__(self, run_dir: Path) -> None:
         self.path = run_dir / LOCK
 
-    def __enter__(self) -> RunLock:  # noqa: PYI034 - typing.Self needs Python 3.11
+    def __enter__(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
             try:
@@ -302,109 +222,134 @@ class Pipeline:
         return paths
 
     def _stage(self, stage: str, data: dict[str, Path], prints: dict[str, str]):
-        """(fingerprint, runner) of a stage, or None when the recipe skips it."""
-        c = self.cfg
-        teacher: TeacherConfig = c["teacher"]
-        data_print = {k: sha256_file(v) for k, v in data.items()}
-        scratch = teacher.model == "scratch"
-        force = True  # the stage directory is replaced when it is re-run
-        if stage == "tokenizer":
-            if not scratch:
-                return None
-            tcfg = dataclasses.replace(c["tokenizer"], vocab_size=teacher.scratch_vocab_size)
+        """(fingerprint, runner) of a stage, or None when the recipe skips it (see :data:`TABLE`)."""
+        spec = TABLE[stage]
+        if not spec.enabled(self.cfg):
+            return None
+        config = spec.config(self.cfg)
+        upstream = [prints.get(s) or (str(self.teacher_dir()) if s == "teacher" else None)
+                    for s in spec.after(self.cfg)]
+        data_print = {k: sha256_file(data[k]) for k in spec.data if k in data}
+        fingerprint = _fingerprint(to_dict(config), data_print, *upstream)
 
-            def run_tok(out: Path) -> None:
-                from .tokenizer_train import train_tokenizer, training_sentences
+        def run(out: Path) -> None:
+            if spec.checkpoints:  # a killed run's checkpoints, if made from the same inputs
+                self._keep_checkpoints_if(stage, _resume_key(config), data_print, *upstream)
+            spec.run(self, config, data, out)
+        return fingerprint, run
 
-                train_tokenizer(tcfg, training_sentences([data["train"]]), out,
-                                sources=[data["train"]], force=force)
-            return _fingerprint(to_dict(tcfg), data_print["train"]), run_tok
-        if stage == "teacher":
-            if not (teacher.finetune or scratch):
-                return None
-            fcfg = c["finetune"]
+    # -- what each stage runs (the TABLE below names them) -----------------------------------
+    def teacher_dir(self) -> Path:
+        teacher: TeacherConfig = self.cfg["teacher"]
+        trained = teacher.finetune or teacher.model == "scratch"
+        return self.run / "teacher" if trained else Path(teacher.model)
 
-            def run_teacher(out: Path) -> None:
-                from .data import read_dataset
-                from .finetune import run_finetune
+    def run_tokenizer(self, config: TokenizerConfig, data: dict[str, Path], out: Path) -> None:
+        from .tokenizer_train import train_tokenizer, training_sentences
 
-                base: str | Path = teacher.model
-                if scratch:
-                    from .modeling import init_model_dir
+        train_tokenizer(config, training_sentences([data["train"]]), out, sources=[data["train"]],
+                        force=True)
 
-                    base = self.run / "teacher-init"
-                    train = read_dataset(data["train"])
-                    init_model_dir(teacher.scratch_shape, self.run / "tokenizer", base,
-                                   label_names=train.label_names(), seed=fcfg.seed, force=True)
-                train = read_dataset(data["train"])
-                self._keep_checkpoints_if("teacher", to_dict(teacher), _resume_key(fcfg),
-                                          data_print, prints.get("tokenizer"))
-                run_finetune(fcfg, base, train, read_dataset(data["dev"]), out, resume=True,
-                             force=force)
-            return _fingerprint(to_dict(teacher), to_dict(fcfg), data_print,
-                                prints.get("tokenizer")), run_teacher
-        if stage == "student":
-            dcfg = c["distill"]
-            teacher_dir = self.run / "teacher" if (teacher.finetune or scratch) else Path(teacher.model)
+    def run_teacher(self, config: FinetuneConfig, data: dict[str, Path], out: Path) -> None:
+        from .data import read_dataset
+        from .finetune import run_finetune
 
-            def run_student(out: Path) -> None:
-                from .data import read_dataset, read_texts
-                from .distill import run_distill
+        teacher: TeacherConfig = self.cfg["teacher"]
+        train = read_dataset(data["train"])
+        base: str | Path = teacher.model
+        if teacher.model == "scratch":
+            from .modeling import init_model_dir
 
-                self._keep_checkpoints_if("student", _resume_key(dcfg), data_print,
-                                          prints.get("teacher", str(teacher_dir)))
-                extra = read_texts(data["unlabelled"]) if "unlabelled" in data else None
-                if extra is not None and extra.ignored_labels:
-                    self.echo(f"[student] {extra.path}: column {extra.ignored_labels!r} ignored"
-                              " (the teacher labels this text)")
-                run_distill(dcfg, teacher_dir, read_dataset(data["train"]),
-                            read_dataset(data["dev"]), out, unlabelled=extra, resume=True,
-                            force=force)
-            return _fingerprint(to_dict(dcfg), data_print, prints.get("teacher", str(teacher_dir))), run_student
-        trim: TrimStageConfig = c["trim_vocab"]
-        if stage == "trim":
-            if not trim.enabled:
-                return None
+            base = self.run / "teacher-init"
+            init_model_dir(teacher.scratch_shape, self.run / "tokenizer", base,
+                           label_names=train.label_names(), seed=config.seed, force=True)
+        run_finetune(config, base, train, read_dataset(data["dev"]), out, resume=True, force=True)
 
-            def run_trim(out: Path) -> None:
-                from .data import read_dataset
-                from .vocab_trim import run_trim_vocab
+    def run_student(self, config: DistillConfig, data: dict[str, Path], out: Path) -> None:
+        from .data import read_dataset, read_texts
+        from .distill import run_distill
 
-                fields = {f.name: getattr(trim, f.name) for f in dataclasses.fields(TrimVocabConfig)}
-                run_trim_vocab(TrimVocabConfig(**fields), self.run / "student", [data["train"]],
-                               out, dev=read_dataset(data["dev"]), force=force)
-            return _fingerprint(to_dict(trim), prints["student"], data_print["train"],
-                                data_print["dev"]), run_trim
-        if stage == "convert":
-            ccfg = c["convert"]
-            model = self.run / ("trim" if trim.enabled else "student")
+        extra = read_texts(data["unlabelled"]) if "unlabelled" in data else None
+        if extra is not None and extra.ignored_labels:
+            self.echo(f"[student] {extra.path}: column {extra.ignored_labels!r} ignored (the"
+                      " teacher labels this text)")
+        run_distill(config, self.teacher_dir(), read_dataset(data["train"]),
+                    read_dataset(data["dev"]), out, unlabelled=extra, resume=True, force=True)
 
-            def run_conv(out: Path) -> None:
-                from .converters.convert import run_convert
+    def run_trim_vocab(self, config: TrimVocabConfig, data: dict[str, Path], out: Path) -> None:
+        from .data import read_dataset
+        from .trim_vocab import run_trim_vocab
 
-                run_convert(ccfg, model, out, calibration=data["train"], force=force)
-            return _fingerprint(to_dict(ccfg), prints.get("trim", prints["student"]),
-                                data_print["train"]), run_conv
-        if stage == "validate":
-            vcfg = c["validate"]
+        corpus = [data[k] for k in ("train", "unlabelled") if k in data]
+        run_trim_vocab(config, self.run / "student", corpus, out, dev=read_dataset(data["dev"]),
+                       force=True)
 
-            def run_val(out: Path) -> None:
-                from .validate import run_validate
+    def run_convert(self, config: Any, data: dict[str, Path], out: Path) -> None:
+        from .converters.convert import run_convert
 
-                run_validate(vcfg, [self.run / "convert"], data["eval"], self.run / "student", out,
-                             force=force)
-            return _fingerprint(to_dict(vcfg), prints["convert"], data_print["eval"]), run_val
-        if stage == "bundle":
-            bcfg: BundleConfig = c["bundle"]
-            if bcfg.target == "none":
-                return None
+        model = self.run / ("trim_vocab" if self.cfg["trim_vocab"].enabled else "student")
+        run_convert(config, model, out, calibration=data["train"], force=True)
 
-            def run_bundle(out: Path) -> None:
-                from .bundle import run_bundle as _bundle
+    def run_validate(self, config: Any, data: dict[str, Path], out: Path) -> None:
+        from .validate import run_validate
 
-                _bundle(bcfg.target, self.run / "convert", data["eval"], out, force=force)
-            return _fingerprint(to_dict(bcfg), prints["convert"], data_print["eval"]), run_bundle
-        raise AssertionError(stage)
+        # against the untrimmed student: the report shows what trimming and conversion cost
+        run_validate(config, [self.run / "convert"], data["eval"], self.run / "student", out,
+                     force=True)
+
+    def run_bundle(self, config: BundleConfig, data: dict[str, Path], out: Path) -> None:
+        from .bundle import run_bundle
+
+        run_bundle(config, self.run / "convert", data["eval"], out, force=True,
+                   progress=self.echo)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One row of the pipeline: its directory name, recipe table, inputs and runner.
+
+    The fingerprint of a stage is its config, the hashes of its ``data`` files and the
+    fingerprints of the stages ``after`` names; a stage whose fingerprint is unchanged is up to
+    date. ``checkpoints``: a training stage whose ``<name>.partial/`` a re-run resumes.
+    """
+
+    name: str
+    section: str
+    data: tuple[str, ...]
+    after: Callable[[dict[str, Any]], tuple[str, ...]]
+    enabled: Callable[[dict[str, Any]], bool]
+    config: Callable[[dict[str, Any]], Any]
+    run: Callable[[Pipeline, Any, dict[str, Path], Path], None]
+    checkpoints: bool = False
+
+
+def _scratch(c: dict[str, Any]) -> bool:
+    return bool(c["teacher"].model == "scratch")
+
+
+def _section(name: str) -> Callable[[dict[str, Any]], Any]:
+    return lambda c: c[name]
+
+
+TABLE: dict[str, Stage] = {s.name: s for s in (
+    Stage("tokenizer", "tokenizer", ("train",), lambda _c: (), _scratch,
+          lambda c: dataclasses.replace(c["tokenizer"], vocab_size=c["teacher"].scratch_vocab_size),
+          Pipeline.run_tokenizer),
+    Stage("teacher", "finetune", ("train", "dev"), lambda _c: ("tokenizer",),
+          lambda c: bool(c["teacher"].finetune or _scratch(c)),
+          lambda c: c["finetune"], Pipeline.run_teacher, checkpoints=True),
+    Stage("student", "distill", ("train", "dev", "unlabelled"), lambda _c: ("teacher",),
+          lambda _c: True, _section("distill"), Pipeline.run_student, checkpoints=True),
+    Stage("trim_vocab", "trim_vocab", ("train", "dev", "unlabelled"), lambda _c: ("student",),
+          lambda c: bool(c["trim_vocab"].enabled), _section("trim_vocab"), Pipeline.run_trim_vocab),
+    Stage("convert", "convert", ("train",),
+          lambda c: ("trim_vocab" if c["trim_vocab"].enabled else "student",),
+          lambda _c: True, _section("convert"), Pipeline.run_convert),
+    Stage("validate", "validate", ("eval",), lambda _c: ("convert",), lambda _c: True,
+          _section("validate"), Pipeline.run_validate),
+    Stage("bundle", "bundle", ("eval",), lambda _c: ("convert",),
+          lambda c: c["bundle"].target is not Target.NONE, _section("bundle"), Pipeline.run_bundle),
+)}
 
 
 def run_pipeline(config_path: str | Path | None, run_dir: str | Path, *,

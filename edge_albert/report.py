@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .artifacts import Manifest
 from .errors import AccuracyGateError
 from .runtime.cpu import cpu_facts, interesting_flags, parse_cpuinfo, read_cpuinfo
 
@@ -215,7 +216,7 @@ def accuracy_latency_png(report: Mapping[str, Any]) -> str:
         ax.axhline(floor, color="#d62728", ls=":", lw=1, label=f"budget floor {floor:.1f} %")
         ax.set_ylim(lo - pad, hi + pad)
         xs = [(a.get("latency_ms") or {}).get("p50") or 0 for a in mine]
-        ax.set_xlim(0, max(xs + [1e-3]) * 1.2)
+        ax.set_xlim(0, max([*xs, 0.001]) * 1.2)
         ax.set_title(backend)
         ax.set_xlabel("p50 latency, batch 1 (ms)")
         ax.set_ylabel("accuracy (%)")
@@ -240,7 +241,7 @@ def size_png(report: Mapping[str, Any]) -> str:
         ax.text(s, y, f" {s:,.0f}", va="center", fontsize=8)
     ax.set_yticks(ys, names, fontsize=8)
     ax.set_xlabel("file size (KB)")
-    ax.set_xlim(0, max(sizes + [1]) * 1.15)
+    ax.set_xlim(0, max([*sizes, 1]) * 1.15)
     ax.set_title("file size")
     ax.grid(axis="x", alpha=0.3)
     _format_legend(ax, arts)
@@ -306,7 +307,7 @@ def _html_table(header: Sequence[str], rows: list[list[str]],
         cells = "".join(f'<td class="t">{e(c)}</td>' if j < text_cols else f"<td>{e(c)}</td>"
                         for j, c in enumerate(r))
         out.append(f"<tr{cls}>{cells}</tr>")
-    return "\n".join(out + ["</tbody></table>"])
+    return "\n".join([*out, "</tbody></table>"])
 
 
 def render_html(report: Mapping[str, Any]) -> str:
@@ -348,7 +349,7 @@ def render_html(report: Mapping[str, Any]) -> str:
 
 # ----------------------------------------------------------------------------- write
 def write_report(report: Mapping[str, Any], out_dir: str | Path, *, config: Mapping[str, Any],
-                 inputs: Sequence[str | Path] = (), force: bool = False) -> Path:
+                 inputs: Sequence[str | Path] = (), force: bool = False) -> Manifest:
     """Render and write report.json, report.md and report.html as one ``validate`` artifact.
 
     Everything is rendered before anything is written; the directory appears complete or not
@@ -363,8 +364,14 @@ def write_report(report: Mapping[str, Any], out_dir: str | Path, *, config: Mapp
         for name, text in texts.items():
             (w.path / name).write_text(text, encoding="utf-8")
         w.describe("report.json", kind="report", schema=report["schema"])
-    return Path(out_dir)
+    assert w.manifest is not None
+    return w.manifest
 
 
-__all__ = ["SCHEMA", "check_gate", "cpu_flags", "cpu_name", "host_info", "render_html",
-           "render_markdown", "write_report"]
+def read_report(out_dir: str | Path) -> dict[str, Any]:
+    """The report dict a ``validate`` artifact holds."""
+    return json.loads((Path(out_dir) / "report.json").read_text(encoding="utf-8"))
+
+
+__all__ = ["SCHEMA", "check_gate", "cpu_flags", "cpu_name", "host_info", "read_report",
+           "render_html", "render_markdown", "write_report"]

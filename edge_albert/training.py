@@ -8,6 +8,8 @@ GPU) when launched with ``torchrun``: each rank takes its share of every global 
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
 import json
 import math
@@ -15,7 +17,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,18 @@ from .errors import ConfigError
 from .runtime.tokenizer import TextTokenizer
 
 CKPT = "checkpoint.pt"
+_STOP_AFTER: contextvars.ContextVar[int | None] = contextvars.ContextVar("stop_after", default=None)
+
+
+@contextlib.contextmanager
+def stop_after(steps: int) -> Iterator[None]:
+    """For tests: a training loop started inside stops after ``steps`` steps, as if killed
+    there (its stage returns None and leaves the checkpoint a resume starts from)."""
+    token = _STOP_AFTER.set(steps)
+    try:
+        yield
+    finally:
+        _STOP_AFTER.reset(token)
 
 
 @dataclass
@@ -191,8 +205,7 @@ class Trainer:
 
     def __init__(self, module: nn.Module, cfg: TrainConfig, data: TokenizedSet, *,
                  ckpt_dir: Path, log_path: Path | None, config_dict: dict[str, Any],
-                 evaluate: Callable[[], dict[str, float]], progress: bool = True,
-                 stop_after: int | None = None) -> None:
+                 evaluate: Callable[[], dict[str, float]], progress: bool | None = None) -> None:
         self.module = module
         self.cfg = cfg
         self.data = data
@@ -200,8 +213,8 @@ class Trainer:
         self.log_path = log_path
         self.config_dict = config_dict
         self.evaluate = evaluate
-        self.progress = progress
-        self.stop_after = stop_after  # tests: stop (as if killed) after this many steps
+        self.progress = progress is not False
+        self.stop_after = _STOP_AFTER.get()  # tests: stop (as if killed) after this many steps
         self.rank, self.world = world()
         self.device = resolve_device(cfg.device)
         self.module.to(self.device)
@@ -241,7 +254,7 @@ class Trainer:
                 keep.append(line + "\n")
         atomic_write_text(self.log_path, "".join(keep))
 
-    def _save(self, step: int, model: nn.Module, opt, sched, best: dict[str, Any]) -> None:
+    def _save(self, step: int, opt, sched, best: dict[str, Any]) -> None:
         if self.rank != 0:
             return
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -343,7 +356,7 @@ class Trainer:
                             "state": copy.deepcopy(self.module.state_dict())}
                 model.train()
             if cfg.checkpoint_every and (step % cfg.checkpoint_every == 0) and step < self.total_steps:
-                self._save(step, model, opt, sched, best)
+                self._save(step, opt, sched, best)
             if self.stop_after is not None and step >= self.stop_after:
                 if bar is not None:
                     bar.close()

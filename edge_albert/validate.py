@@ -1,7 +1,7 @@
 """The validate stage: every model file of every artifact on the whole eval set, against the float
 model.
 
-    report = run_validate(ValidateConfig(threads=1), ["conv/"], "dev.tsv", None, "report/")
+    manifest = run_validate(ValidateConfig(threads=1), ["conv/"], "dev.tsv", None, "report/")
 
 Each file runs through the device runtime's :class:`~edge_albert.runtime.Classifier` (the real
 tokenizer, the real interpreter) on every eval row and is compared with the float reference: a
@@ -20,13 +20,8 @@ this module and must load nothing but the runtime.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import importlib.util
 import json
-import os
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -35,18 +30,21 @@ from typing import Any
 
 import numpy as np
 
-from .artifacts import MANIFEST, Manifest, check_new_output, load_manifest, sha256_file, verify
-from .errors import (
-    ArtifactError,
-    ConfigError,
-    EdgeAlbertError,
-    ModelError,
-    RuntimeBackendError,
-    TokenizerError,
+from .artifacts import MANIFEST, Manifest, check_new_output, sha256_file, verify
+from .errors import ArtifactError, ConfigError, ModelError
+from .reference import (
+    Reference,
+    _artifact_vocab_rows,
+    _native_stderr_muted,
+    _split,
+    check_vocabulary,
+    classifier_logits,
+    reference_logits,
+    resolve_reference,
+    token_lengths,
 )
 
 HEAVY_MODULES = ("torch", "tensorflow", "transformers")
-REFERENCE_FILE_ORDER = ("onnx", "tflite", "ort")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,236 +79,6 @@ class ValidateConfig:
                               key="validate.batch_sizes")
         if self.worker_timeout_s <= 0:
             raise ConfigError("must be > 0", key="validate.worker_timeout_s")
-
-
-# ----------------------------------------------------------------------------- inputs
-@dataclasses.dataclass
-class Reference:
-    """The float model the files are compared with."""
-
-    kind: str  # "torch" (a Hugging Face directory) or "file" (a float model file, via the runtime)
-    path: Path
-    labels: list[str]
-    vocab_size: int | None = None
-    format: str | None = None
-    precision: str | None = None
-
-    @property
-    def name(self) -> str:
-        return self.path.name if self.kind == "file" else f"{self.path.name} (torch)"
-
-
-def _torch_available() -> bool:
-    return all(importlib.util.find_spec(m) is not None for m in ("torch", "transformers"))
-
-
-def _source_model_dir(manifest: Manifest) -> Path | None:
-    """The Hugging Face directory an artifact was converted from, when it is still on disk."""
-    cands = [manifest.config.get("model")] + [i.get("path") for i in manifest.inputs]
-    for c in cands:
-        if c and (Path(c) / "config.json").is_file():
-            return Path(c)
-    return None
-
-
-def _hf_vocab_size(model_dir: Path) -> int | None:
-    try:
-        cfg = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    v = cfg.get("vocab_size") if isinstance(cfg, dict) else None
-    return int(v) if isinstance(v, int) else None
-
-
-def _hf_labels(model_dir: Path) -> list[str] | None:
-    try:
-        cfg = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-        id2label = cfg["id2label"]
-        return [str(id2label[str(i)]) for i in range(len(id2label))]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def _fp32_file(directory: Path, manifest: Manifest) -> Path | None:
-    from .runtime import model_files
-
-    fp32 = [n for n in model_files(directory) if manifest.files[n].get("precision") == "fp32"]
-    fp32.sort(key=lambda n: REFERENCE_FILE_ORDER.index(Path(n).suffix[1:])
-              if Path(n).suffix[1:] in REFERENCE_FILE_ORDER else 99)
-    return directory / fp32[0] if fp32 else None
-
-
-def resolve_reference(reference: str | Path | None, first: Path, manifest: Manifest) -> Reference:
-    """``reference`` as given, or the torch model ``first`` was converted from (when it is on disk
-    and torch is installed), or ``first``'s fp32 file."""
-    if reference is None:
-        src = _source_model_dir(manifest)
-        if src is not None and _torch_available():
-            reference = src
-        else:
-            fp32 = _fp32_file(first, manifest)
-            if fp32 is None:
-                raise ArtifactError("no fp32 model file to compare with, and the model it was"
-                                    " converted from is not on disk", where=first,
-                                    hint="pass --reference MODEL_DIR_OR_FLOAT_FILE")
-            reference = fp32
-    path = Path(reference)
-    return _hf_reference(path) if path.is_dir() else _file_reference(path)
-
-
-def _hf_reference(path: Path) -> Reference:
-    if not (path / "config.json").is_file():
-        raise ModelError("reference is not a Hugging Face model directory (no config.json)",
-                         where=path, hint="pass a model directory or a float model file")
-    if not _torch_available():
-        raise ModelError("a Hugging Face reference needs torch and transformers", where=path,
-                         hint="pip install 'edge-albert[toolchain]', or pass a float model file")
-    labels = _hf_labels(path)
-    if not labels:
-        raise ModelError("config.json has no id2label", where=path / "config.json")
-    return Reference("torch", path, labels, vocab_size=_hf_vocab_size(path))
-
-
-def _file_reference(path: Path) -> Reference:
-    if not path.is_file():
-        raise ModelError("reference does not exist", where=path)
-    if path.suffix not in (".onnx", ".ort", ".tflite"):
-        raise ModelError(f"reference {path.suffix!r} is neither a model directory nor a .onnx,"
-                         " .ort or .tflite file", where=path)
-    meta: dict[str, Any] = {}
-    labels: list[str] = []
-    if (path.parent / MANIFEST).is_file():
-        m = load_manifest(path.parent)
-        meta = m.files.get(path.name, {})
-        labels = [str(x) for x in m.extra.get("labels") or []]
-    if not labels and (path.parent / "labels.txt").is_file():
-        labels = [x for x in (path.parent / "labels.txt").read_text("utf-8").splitlines() if x]
-    if str(meta.get("precision", "")).startswith("int8"):
-        raise ModelError(f"reference must be a float file, this one is {meta['precision']}",
-                         where=path, hint="pass the fp32 file or the model directory")
-    return Reference("file", path, labels, format=meta.get("format", path.suffix[1:]),
-                     precision=meta.get("precision", "fp32"))
-
-
-def check_vocabulary(tokenizer_vocab: int, rows: int | None, *, tokenizer_dir: Path,
-                     source: str) -> None:
-    """TokenizerError when the tokenizer can emit ids past the model's embedding rows."""
-    if rows is not None and tokenizer_vocab > rows:
-        raise TokenizerError(
-            f"tokenizer can emit token ids up to {tokenizer_vocab - 1}, but the model's embedding"
-            f" table has {rows} rows (vocab_size from {source})", where=tokenizer_dir,
-            hint="use the tokenizer the model was trained with")
-
-
-def _artifact_vocab_rows(manifest: Manifest, ref: Reference) -> tuple[int | None, str]:
-    """The artifact model's vocabulary size: its manifest, the model it came from, the reference."""
-    if manifest.extra.get("vocab_size"):
-        return int(manifest.extra["vocab_size"]), f"{manifest.path}/{MANIFEST}"
-    src = _source_model_dir(manifest)
-    if src is not None and (v := _hf_vocab_size(src)) is not None:
-        return v, str(src / "config.json")
-    if ref.kind == "torch" and ref.vocab_size is not None:
-        return ref.vocab_size, str(ref.path / "config.json")
-    return None, ""
-
-
-@contextlib.contextmanager
-def _native_stderr_muted() -> Iterator[None]:
-    """LiteRT's C++ code prints an INFO line to file descriptor 2 per interpreter: send fd 2 to
-    /dev/null while a model loads (Python errors are exceptions, not affected)."""
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError, AttributeError):
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
-def open_classifier(path: str | Path, *, model: str | None = None, threads: int) -> Any:
-    """``Classifier.load`` with the interpreter's native log lines muted."""
-    from .runtime import Classifier
-
-    with _native_stderr_muted():
-        return Classifier.load(path, model=model, threads=threads)
-
-
-# ----------------------------------------------------------------------------- logits
-def _split(items: Sequence[Any]) -> tuple[list[str], list[str] | None]:
-    if items and isinstance(items[0], (tuple, list)):
-        return [str(x[0]) for x in items], [str(x[1]) for x in items]
-    return [str(x) for x in items], None
-
-
-def token_lengths(tokenizer: Any, items: Sequence[Any], max_length: int) -> np.ndarray:
-    """Token count of every row (special tokens included, truncated to ``max_length``)."""
-    a, b = _split(items)
-    return tokenizer.encode(a, b, max_length=max_length, pad_to=max_length).lengths
-
-
-def classifier_logits(clf: Any, items: Sequence[Any], *, batch_size: int) -> np.ndarray:
-    """Logits of every row, batched in length order (less padding), returned in row order."""
-    order = np.argsort(token_lengths(clf.tokenizer, items, clf.max_length), kind="stable")
-    out = clf.logits([items[i] for i in order], batch_size=batch_size)
-    logits = np.empty_like(out)
-    logits[order] = out
-    return logits
-
-
-def _torch_logits(ref: Reference, items: Sequence[Any], *, max_length: int,
-                  buckets: Sequence[int], threads: int, batch_size: int) -> np.ndarray:
-    import inspect
-
-    import torch
-
-    from .modeling import load_classifier
-    from .runtime.tokenizer import TextTokenizer
-
-    tok = TextTokenizer.load(ref.path)
-    check_vocabulary(tok.vocab_size, ref.vocab_size, tokenizer_dir=ref.path,
-                     source=str(ref.path / "config.json"))
-    model = load_classifier(ref.path)
-    max_pos = getattr(model.config, "max_position_embeddings", max_length)
-    max_length = min(max_length, int(max_pos))
-    takes_types = "token_type_ids" in inspect.signature(model.forward).parameters
-    order = np.argsort(token_lengths(tok, items, max_length), kind="stable")
-    saved = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    out = []
-    try:
-        with torch.no_grad():
-            for s in range(0, len(order), batch_size):
-                a, b = _split([items[i] for i in order[s:s + batch_size]])
-                enc = tok.encode(a, b, max_length=max_length, buckets=buckets)
-                feed = {k: torch.from_numpy(v) for k, v in enc.as_dict().items()
-                        if takes_types or k != "token_type_ids"}
-                out.append(model(**feed).logits.float().numpy())
-    finally:
-        torch.set_num_threads(saved)
-    logits = np.empty((len(order), out[0].shape[-1]), dtype=np.float32)
-    logits[order] = np.concatenate(out)
-    return logits
-
-
-def reference_logits(ref: Reference, items: Sequence[Any], *, max_length: int,
-                     buckets: Sequence[int], config: ValidateConfig) -> np.ndarray:
-    """The reference's logits on every row (row order)."""
-    if ref.kind == "torch":
-        logits = _torch_logits(ref, items, max_length=max_length, buckets=buckets,
-                               threads=config.threads, batch_size=config.eval_batch_size)
-    else:
-        clf = open_classifier(ref.path, threads=config.threads)
-        logits = classifier_logits(clf, items, batch_size=config.eval_batch_size)
-    if not np.isfinite(logits).all():
-        raise ModelError("the reference returns non-finite logits", where=ref.path)
-    return logits
 
 
 def compare(logits: np.ndarray, ref: np.ndarray, gold: np.ndarray) -> dict[str, float]:
@@ -354,8 +122,10 @@ def latency_by_bucket(clf: Any, items: Sequence[Any], lengths: np.ndarray, *,
                 rows = [int(i) for i in np.argsort(-lengths, kind="stable")]
             pick = [items[rows[k % len(rows)]] for k in range(bs)]
             feeds = _feeds(clf, pick, b)
-            cells[str(b)] = measure_latency(lambda f=feeds: clf.backend.run(f),
-                                            warmup=config.warmup, runs=config.latency_runs)
+            def run(f: dict[str, np.ndarray] = feeds) -> Any:
+                return clf.backend.run(f)
+
+            cells[str(b)] = measure_latency(run, warmup=config.warmup, runs=config.latency_runs)
         out[f"batch_{bs}"] = cells
     return out
 
@@ -383,59 +153,24 @@ def request_latency(clf: Any, items: Sequence[Any], lengths: np.ndarray, *,
 
 
 # ----------------------------------------------------------------------------- cold start
-def _peak_rss_mb() -> float:
-    """This process's peak RSS (MiB) from ``VmHWM``, which exec resets.
+def _cold_start_job(job: dict[str, Any]) -> dict[str, Any]:
+    """Worker side of :func:`cold_start`: load, first inference, one full batch."""
+    from .runtime.timing import current_rss_mb, peak_rss_mb
 
-    ``getrusage``'s ``ru_maxrss`` is not used on Linux: it survives fork + exec, so a worker
-    started by a parent that holds torch would report the parent's peak.
-    """
-    try:
-        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except (OSError, ValueError, IndexError):
-        pass
-    from .runtime.timing import peak_rss_mb
+    rss0 = current_rss_mb()
+    t0 = time.perf_counter()
+    from .runtime import Classifier
 
-    return peak_rss_mb()
-
-
-def _worker_main(argv: list[str]) -> int:
-    """Subprocess side of :func:`cold_start`: load, first inference, one full batch; print JSON."""
-    job = json.loads(argv[0])
-    try:
-        from .runtime.timing import current_rss_mb
-
-        rss0 = current_rss_mb()
-        t0 = time.perf_counter()
-        from .runtime import Classifier
-
-        clf = Classifier.load(job["dir"], model=job["model"], threads=job["threads"])
-        t1 = time.perf_counter()
-        clf.logits(job["first"], batch_size=1)
-        t2 = time.perf_counter()
-        clf.backend.run(_feeds(clf, job["batch"], clf.max_length))
-        result = {"load_ms": round((t1 - t0) * 1000, 3),
-                  "first_inference_ms": round((t2 - t1) * 1000, 3),
-                  "cold_start_ms": round((t2 - t0) * 1000, 3),
-                  "rss_before_load_mb": rss0, "peak_rss_mb": _peak_rss_mb(),
-                  "heavy_modules": [m for m in HEAVY_MODULES if m in sys.modules]}
-    except EdgeAlbertError as exc:
-        result = {"error": {"type": type(exc).__name__, "message": exc.message,
-                            "where": exc.where, "hint": exc.hint}}
-    sys.stdout.write("\n" + json.dumps(result) + "\n")
-    sys.stdout.flush()
-    return 0
-
-
-def _raise_worker_error(err: dict[str, Any]) -> None:
-    from . import errors
-
-    cls = getattr(errors, str(err.get("type")), None)
-    if not (isinstance(cls, type) and issubclass(cls, EdgeAlbertError)):
-        cls = RuntimeBackendError
-    raise cls(str(err.get("message")), where=err.get("where"), hint=err.get("hint"))
+    clf = Classifier.load(job["dir"], model=job["model"], threads=job["threads"])
+    t1 = time.perf_counter()
+    clf.logits(job["first"], batch_size=1)
+    t2 = time.perf_counter()
+    clf.backend.run(_feeds(clf, job["batch"], clf.max_length))
+    return {"load_ms": round((t1 - t0) * 1000, 3),
+            "first_inference_ms": round((t2 - t1) * 1000, 3),
+            "cold_start_ms": round((t2 - t0) * 1000, 3),
+            "rss_before_load_mb": rss0, "peak_rss_mb": peak_rss_mb(),
+            "heavy_modules": [m for m in HEAVY_MODULES if m in sys.modules]}
 
 
 def cold_start(directory: str | Path, model: str, *, threads: int, first: Sequence[Any],
@@ -447,35 +182,13 @@ def cold_start(directory: str | Path, model: str, *, threads: int, first: Sequen
     An interpreter error comes back as the runtime's own error; a crash (segfault) or a hang as a
     :class:`RuntimeBackendError` naming the file.
     """
-    file = Path(directory) / model
+    from .runtime.worker import run_fresh
+
     job = json.dumps({"dir": str(directory), "model": model, "threads": threads,
                       "first": [list(x) if isinstance(x, tuple) else x for x in first],
                       "batch": [list(x) if isinstance(x, tuple) else x for x in batch]})
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    try:
-        proc = subprocess.run([sys.executable, "-m", "edge_albert.validate", job],
-                              capture_output=True, text=True, timeout=timeout_s, env=env,
-                              check=False)
-    except subprocess.TimeoutExpired:
-        raise RuntimeBackendError(f"loading and running this file took over {timeout_s:g} s",
-                                  where=file) from None
-    if proc.returncode < 0:
-        try:
-            sig = signal.Signals(-proc.returncode).name
-        except ValueError:
-            sig = f"signal {-proc.returncode}"
-        raise RuntimeBackendError(f"the interpreter crashed ({sig}) loading or running this file"
-                                  " (corrupt or truncated?)", where=file)
-    lines = [x for x in proc.stdout.splitlines() if x.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1][:200]
-        raise RuntimeBackendError(f"the measurement worker failed ({tail})", where=file)
-    result = json.loads(lines[-1])
-    if "error" in result:
-        _raise_worker_error(result["error"])
-    return result
+    return run_fresh(["edge_albert.validate", job], where=Path(directory) / model,
+                     timeout_s=timeout_s)
 
 
 # ----------------------------------------------------------------------------- the stage
@@ -528,14 +241,14 @@ def _json_safe(x: Any) -> Any:
     return x
 
 
-def _progress(items: list[Any], desc: str, enabled: bool) -> Iterator[Any]:
+def _progress(items: list[Any], desc: str, enabled: bool | None) -> Iterator[Any]:
     """Iterate ``items`` of (artifact, file, name) under a tqdm bar named by the current file."""
     try:
         from tqdm.auto import tqdm
     except ImportError:  # tqdm is a toolchain extra
         yield from items
         return
-    bar = tqdm(items, desc=desc, unit="file", disable=not enabled, leave=False)
+    bar = tqdm(items, desc=desc, unit="file", disable=enabled is False, leave=False)
     try:
         for item in bar:
             bar.set_postfix_str(item[2])
@@ -583,26 +296,27 @@ def _check_pairing(arts: list[_Artifact], ref: Reference) -> list[str]:
     from .runtime import Classifier, TextTokenizer
 
     for a in arts:
-        labels = Classifier._labels(a.path, a.manifest)
+        labels = Classifier.labels_of(a.path, a.manifest)
         if labels and ref.labels and labels != ref.labels:
             raise ModelError(f"labels {labels} differ from the reference's {ref.labels}",
                              where=a.path, hint="validate artifacts of the reference model only")
         rows, source = _artifact_vocab_rows(a.manifest, ref)
         check_vocabulary(TextTokenizer.load(a.path).vocab_size, rows, tokenizer_dir=a.path,
                          source=source)
-    return ref.labels or Classifier._labels(arts[0].path, arts[0].manifest)
+    return ref.labels or Classifier.labels_of(arts[0].path, arts[0].manifest)
 
 
 def run_validate(config: ValidateConfig, artifacts: Sequence[str | Path], data: str | Path,
                  reference: str | Path | None, out_dir: str | Path, *, force: bool = False,
-                 progress: bool = True) -> dict[str, Any]:
+                 progress: bool | None = None) -> Manifest:
     """Validate every model file of ``artifacts`` on ``data``; write the report to ``out_dir``.
 
     ``reference``: a Hugging Face model directory, a float model file, or None (the torch model
     the first artifact was converted from when on disk, else its fp32 file). Checks everything
     cheap first (manifests and hashes, the eval file, labels, vocabulary, then a cold start of
-    every file in its own process) before the long evaluation. Returns the report dict; raises
-    AccuracyGateError after writing it when a file lost more than ``max_drop`` accuracy points.
+    every file in its own process) before the long evaluation. Returns the artifact's manifest
+    (the report is its ``report.json``, see :func:`read_report`); raises AccuracyGateError after
+    writing it when a file lost more than ``max_drop`` accuracy points.
     """
     from .data import read_dataset
     from .report import check_gate, write_report
@@ -627,7 +341,7 @@ def run_validate(config: ValidateConfig, artifacts: Sequence[str | Path], data: 
     buckets = tuple(int(b) for b in meta0.get("buckets") or (max_length,))
     t0 = time.perf_counter()
     ref_logits = reference_logits(ref, items, max_length=max_length, buckets=buckets,
-                                  config=config)
+                                  threads=config.threads, batch_size=config.eval_batch_size)
     ref_seconds = time.perf_counter() - t0
     from .runtime.metrics import accuracy
 
@@ -645,9 +359,9 @@ def run_validate(config: ValidateConfig, artifacts: Sequence[str | Path], data: 
     record = {**report["config"], "artifacts": [str(a.path) for a in arts], "data": str(data),
               "reference": str(ref.path)}
     inputs = [a.path for a in arts] + ([ref.path] if (ref.path / MANIFEST).is_file() else [])
-    write_report(report, out_dir, config=record, inputs=inputs, force=force)
+    manifest = write_report(report, out_dir, config=record, inputs=inputs, force=force)
     check_gate(report, out_dir=out_dir)
-    return report
+    return manifest
 
 
 def build_report(config: ValidateConfig, ds: Any, gold: np.ndarray, labels: list[str],
@@ -698,4 +412,6 @@ def build_report(config: ValidateConfig, ds: Any, gold: np.ndarray, labels: list
 
 
 if __name__ == "__main__":  # the cold-start worker: python -m edge_albert.validate JOB_JSON
-    sys.exit(_worker_main(sys.argv[1:]))
+    from .runtime.worker import reply
+
+    sys.exit(reply(lambda: _cold_start_job(json.loads(sys.argv[1]))))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+from .cli_common import CONTEXT
 
 
 @click.command("validate", context_settings=CONTEXT)
@@ -65,8 +65,11 @@ def validate_command(artifact_dirs: tuple[Path, ...], data_file: Path, reference
                           key="--batch-sizes") from None
     cfg = ValidateConfig(threads=threads, max_drop=max_drop, batch_sizes=sizes,
                          latency_runs=latency_runs, warmup=warmup)
-    report = run_validate(cfg, list(artifact_dirs), data_file, reference, out, force=force,
-                          progress=not quiet)
+    from .report import read_report
+
+    run_validate(cfg, list(artifact_dirs), data_file, reference, out, force=force,
+                 progress=not quiet)
+    report = read_report(out)
     rows = table_rows(report)
     picked = [COLUMNS.index(c) for c in ("file", "size KB", "acc %", "agree %", "max |Δlogit|",
                                          "p50 ms", "cold start ms", "peak RSS MB")]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -88,7 +88,7 @@ class OnnxRuntimeBackend(Backend):
             # a requested provider for the CPU.
             self.session = ort.InferenceSession(str(path), sess_options=opts, providers=wanted,
                                                 enable_fallback=0)
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own Fail/InvalidProtobuf types
+        except Exception as exc:
             raise RuntimeBackendError(f"onnxruntime cannot load this file ({_first_line(exc)})",
                                       where=path) from None
         ins = self.session.get_inputs()
@@ -103,7 +103,7 @@ class OnnxRuntimeBackend(Backend):
         f = {n: np.ascontiguousarray(feeds[n], dtype=self._dtypes[n]) for n in self.input_names}
         try:
             return np.asarray(self.session.run([self._out], f)[0], dtype=np.float32)
-        except Exception as exc:  # noqa: BLE001 - any backend failure becomes RuntimeBackendError
+        except Exception as exc:
             raise RuntimeBackendError(f"onnxruntime failed to run ({_first_line(exc)})",
                                       where=self.path) from None
 
@@ -111,7 +111,7 @@ class OnnxRuntimeBackend(Backend):
         return {"onnxruntime": self._ort.__version__}
 
 
-def _tflite_interpreter_module():
+def _tflite_interpreter_module() -> tuple[Any, str, str]:
     """ai_edge_litert, then tflite_runtime, then tensorflow.lite: (module, name, version)."""
     try:
         from importlib import metadata
@@ -152,7 +152,7 @@ class TFLiteBackend(Backend):
         try:
             self.interpreter = mod.Interpreter(model_path=str(path), num_threads=threads or None)
             sigs = self.interpreter.get_signature_list()
-        except Exception as exc:  # noqa: BLE001 - any backend failure becomes RuntimeBackendError
+        except Exception as exc:
             raise RuntimeBackendError(f"{self._lib} cannot load this file ({_first_line(exc)})",
                                       where=path) from None
         if not sigs:
@@ -185,7 +185,7 @@ class TFLiteBackend(Backend):
                 return ((out.astype(np.float32) - self._dequant[1]) * self._dequant[0]).astype(
                     np.float32)
             return out.astype(np.float32, copy=False)
-        except Exception as exc:  # noqa: BLE001 - any backend failure becomes RuntimeBackendError
+        except Exception as exc:
             raise RuntimeBackendError(f"{self._lib} failed to run ({_first_line(exc)})",
                                       where=self.path) from None
 

@@ -22,12 +22,11 @@ from ..artifacts import MANIFEST, Manifest, load_manifest, verify_file
 from ..errors import ArtifactError, RuntimeBackendError
 from .backends import FORMATS, Backend, open_backend
 from .metrics import softmax
-from .tokenizer import TextTokenizer
+from .tokenizer import TOKENIZER_FILES, TextTokenizer
 
 Texts = Sequence[str] | Sequence[tuple[str, str]]
 DEFAULT_BUCKETS = (32, 64, 128)
 # the files TextTokenizer.load reads (special_tokens_map.json it never does)
-_TOKENIZER_FILES = ("spiece.model", "tokenizer.json", "tokenizer_config.json", "vocab.txt")
 
 
 def model_files(directory: str | Path) -> list[str]:
@@ -92,7 +91,7 @@ class Classifier:
             if verify:
                 verify_file(manifest, rel)
                 if tokenizer is None:  # a changed tokenizer.json would encode other ids silently
-                    for name in _TOKENIZER_FILES:
+                    for name in TOKENIZER_FILES:
                         if name in manifest.files:
                             verify_file(manifest, name)
             meta = dict(manifest.files[rel])
@@ -100,7 +99,7 @@ class Classifier:
         tok = tokenizer if isinstance(tokenizer, TextTokenizer) else TextTokenizer.load(
             tokenizer or directory)
         try:  # values read from the manifest (or labels.txt): a damaged one is an ArtifactError
-            labels = cls._labels(directory, manifest)
+            labels = cls.labels_of(directory, manifest)
             vocab = manifest.extra.get("vocab_size") if manifest else None
             vocab = None if vocab is None else int(vocab)
             max_len = int(meta.get("seq_len") or be.fixed_length or DEFAULT_BUCKETS[-1])
@@ -120,7 +119,7 @@ class Classifier:
         return cls(be, tok, labels, max_len, buckets or (max_len,), file, info)
 
     @staticmethod
-    def _labels(directory: Path, manifest: Manifest | None) -> list[str]:
+    def labels_of(directory: Path, manifest: Manifest | None) -> list[str]:
         if manifest is not None and manifest.extra.get("labels"):
             if not isinstance(manifest.extra["labels"], list):
                 raise TypeError("extra.labels is not a list")
@@ -131,7 +130,7 @@ class Classifier:
         return []
 
     # -- inference ------------------------------------------------------------------------------
-    def encode(self, texts: Texts):
+    def encode(self, texts: Texts) -> Any:
         """Split single texts / pairs and encode one batch the way the model expects."""
         items = [texts] if isinstance(texts, str) else list(texts)
         is_pair = [isinstance(x, (tuple, list)) for x in items]
@@ -154,7 +153,7 @@ class Classifier:
         """Raw logits, shape (len(texts), num_labels)."""
         if batch_size < 1:
             raise RuntimeBackendError(f"batch_size must be >= 1, got {batch_size}")
-        items: list = [texts] if isinstance(texts, str) else list(texts)  # one text: one row
+        items: list[Any] = [texts] if isinstance(texts, str) else list(texts)  # one text: one row
         if self.backend.fixed_batch:
             batch_size = self.backend.fixed_batch  # a file with a pinned batch size
         out = []

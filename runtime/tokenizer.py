@@ -19,9 +19,10 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,7 +37,7 @@ def _spm_charsmap(model_bytes: bytes) -> bytes:
     A ten-line protobuf wire walk, written by hand so the device runtime needs no protobuf
     package: ModelProto field 3 is the NormalizerSpec, whose field 2 is the charsmap.
     """
-    def fields(buf: bytes):
+    def fields(buf: bytes) -> Iterator[tuple[int, bytes | None]]:
         i = 0
         while i < len(buf):
             key, i = _varint(buf, i)
@@ -59,7 +60,7 @@ def _spm_charsmap(model_bytes: bytes) -> bytes:
         if num == 3 and val is not None:
             for n2, v2 in fields(val):
                 if n2 == 2 and v2 is not None:
-                    return v2
+                    return bytes(v2)
     return b""
 
 
@@ -76,7 +77,7 @@ def _varint(buf: bytes, i: int) -> tuple[int, int]:
         shift += 7
 
 
-def albert_normalizer(lowercase: bool = True, charsmap: bytes = b""):
+def albert_normalizer(lowercase: bool = True, charsmap: bytes = b"") -> Any:
     """The normalizer transformers' AlbertTokenizer uses (quotes, NFKD, strip accents, lower)."""
     from tokenizers import normalizers
 
@@ -89,7 +90,7 @@ def albert_normalizer(lowercase: bool = True, charsmap: bytes = b""):
     return normalizers.Sequence(steps)
 
 
-def albert_tokenizer_from_spm(spm_path: str | Path, lowercase: bool = True):
+def albert_tokenizer_from_spm(spm_path: str | Path, lowercase: bool = True) -> Any:
     """Build the ``tokenizers`` pipeline transformers uses for ALBERT from a ``spiece.model``."""
     import sentencepiece as spm
     from tokenizers import AddedToken, Tokenizer, decoders, pre_tokenizers, processors
@@ -150,7 +151,7 @@ class Encoded:
 
     @property
     def lengths(self) -> np.ndarray:
-        return self.attention_mask.sum(axis=1)
+        return np.asarray(self.attention_mask.sum(axis=1))
 
 
 def pick_bucket(length: int, buckets: Sequence[int] | None, max_length: int) -> int:
@@ -161,10 +162,15 @@ def pick_bucket(length: int, buckets: Sequence[int] | None, max_length: int) -> 
     return max_length
 
 
+#: every file a tokenizer directory may hold: copied with a model, hash-checked at load
+TOKENIZER_FILES = ("spiece.model", "tokenizer.json", "tokenizer_config.json",
+                   "special_tokens_map.json", "vocab.txt")
+
+
 class TextTokenizer:
     """Encodes texts and text pairs the way the model was trained."""
 
-    def __init__(self, tokenizer, *, source: Path, kind: str) -> None:
+    def __init__(self, tokenizer: Any, *, source: Path, kind: str) -> None:
         self._tok = tokenizer
         self._tok.no_padding()
         self._tok.no_truncation()
@@ -217,14 +223,22 @@ class TextTokenizer:
         except TokenizerError:
             raise
         # tokenizers and sentencepiece raise bare Exceptions (or RuntimeError/OSError) on a bad file
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise TokenizerError(f"cannot load the tokenizer ({str(exc).splitlines()[0][:200]})",
                                  where=source) from None
         return cls(tok, source=d, kind=kind)
 
     def tokenize(self, text: str) -> list[str]:
         """Sub-word pieces of one text, without special tokens."""
-        return self._tok.encode(_as_text(text), add_special_tokens=False).tokens
+        return list(self._tok.encode(_as_text(text), add_special_tokens=False).tokens)
+
+    def piece_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """The vocabulary ids of each text's pieces, without special tokens or truncation."""
+        with self._lock:  # encode() leaves truncation set: clear it (and its cached length)
+            self._tok.no_truncation()
+            self._max_length = None
+            found = self._tok.encode_batch([_as_text(t) for t in texts], add_special_tokens=False)
+        return [list(e.ids) for e in found]
 
     def encode(
         self,

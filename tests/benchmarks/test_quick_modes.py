@@ -64,7 +64,7 @@ def test_quick_roofline_counts_work_and_measures_peaks(tmp_path, work):
     # the flop counter's total is the analytical count of the same forward pass
     from transformers import AutoConfig
 
-    from edge_albert.distill import flops_per_sequence
+    from edge_albert.students import flops_per_sequence
 
     cfg = AutoConfig.from_pretrained(work / "model")
     assert flops[1]["weight_gemm"] > 0 and flops[8]["total"] == 8 * flops[1]["total"]

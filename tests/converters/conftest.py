@@ -40,7 +40,7 @@ def workdir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def task_tsv(workdir) -> Path:
     path = workdir / "task.tsv"
-    path.write_text("sentence\tlabel\n" + "".join(f"{s}\t{l}\n" for s, l in generated_rows()),
+    path.write_text("sentence\tlabel\n" + "".join(f"{s}\t{y}\n" for s, y in generated_rows()),
                     encoding="utf-8")
     return path
 

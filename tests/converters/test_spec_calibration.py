@@ -45,7 +45,7 @@ def test_convert_config_validates_and_plans():
     assert [(f.value, p.value) for f, p in cfg.plan()][:3] == [
         ("onnx", "fp32"), ("onnx", "int8-dynamic"), ("onnx", "int8-static")]
     assert len(cfg.plan()) == 3 + 4
-    with pytest.raises(ConfigError, match="convert.formats"):
+    with pytest.raises(ConfigError, match=r"convert.formats"):
         from_mapping(ConvertConfig, {"formats": "onnx,keras"})
     with pytest.raises(ConfigError, match="'ort' does not support precision 'fp16'"):
         ConvertConfig(formats=("ort",), precisions=("fp16",))

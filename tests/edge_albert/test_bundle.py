@@ -14,7 +14,8 @@ import pytest
 from click.testing import CliRunner
 
 from edge_albert.artifacts import verify
-from edge_albert.bundle import BundleConfig, Target, requirements_text, run_bundle, tensor_proto
+from edge_albert.bundle import BundleConfig, Target, requirements_text, run_bundle
+from edge_albert.bundle_android import tensor_proto
 from edge_albert.bundle_cli import bundle_command, report_command
 from edge_albert.errors import ArtifactError, ConfigError, DataError
 
@@ -107,7 +108,7 @@ def test_bundle_refuses_a_changed_artifact(tmp_path, tiny_artifact, tiny_task):
     shutil.copytree(tiny_artifact, conv)
     with open(conv / "model.fp32.tflite", "ab") as fh:
         fh.write(b"\0")
-    with pytest.raises(ArtifactError, match="model.fp32.tflite"):
+    with pytest.raises(ArtifactError, match=r"model.fp32.tflite"):
         run_bundle(BundleConfig(), conv, tiny_task["dev"], tmp_path / "pi")
 
 
@@ -247,13 +248,20 @@ def test_cli_bundle_and_errors(cli, tmp_path, tiny_artifact, tiny_task):
 
 
 def test_standalone_module_entry_point(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "edge_albert.bundle_cli", "bundle", "--help"],
+    r = subprocess.run([sys.executable, "-m", "edge_albert", "bundle", "--help"],
                        capture_output=True, text=True, check=False, timeout=60)
     assert r.returncode == 0 and "--target [rpi|android]" in r.stdout
 
 
-def test_run_bundle_accepts_a_bare_target(tmp_path, tiny_artifact, tiny_task):
-    m = run_bundle("android", tiny_artifact, tiny_task["dev"], tmp_path / "phone")
+def test_run_bundle_takes_its_config_and_refuses_unknown_targets(tmp_path, tiny_artifact,
+                                                                 tiny_task):
+    from edge_albert.config import from_mapping
+
+    cfg = from_mapping(BundleConfig, {"target": "android"}, section="bundle")
+    m = run_bundle(cfg, tiny_artifact, tiny_task["dev"], tmp_path / "phone")
     assert m.extra["target"] == "android" and (tmp_path / "phone" / "run_android.sh").is_file()
-    with pytest.raises(ConfigError, match="unknown bundle target 'ios'"):
-        run_bundle("ios", tiny_artifact, tiny_task["dev"], tmp_path / "x")
+    with pytest.raises(ConfigError, match=r"bundle.target: expected one of 'rpi', 'android'"):
+        from_mapping(BundleConfig, {"target": "ios"}, section="bundle")
+    with pytest.raises(ConfigError, match="writes no bundle"):
+        run_bundle(BundleConfig(target=Target.NONE), tiny_artifact, tiny_task["dev"],
+                   tmp_path / "x")

@@ -60,7 +60,7 @@ def test_wrong_types(override, expected):
 
 @pytest.mark.parametrize("bad", ["tokenizer.vocab_size", "vocab_size=3"])
 def test_set_needs_section_key_value(bad):
-    with pytest.raises(ConfigError, match="section.key=value"):
+    with pytest.raises(ConfigError, match=r"section.key=value"):
         parse_overrides([bad])
 
 
@@ -68,7 +68,7 @@ def _list_fields():
     """Every list-valued key of every recipe section, with a valid item for it."""
     import typing
 
-    from edge_albert.pipeline import schema
+    from edge_albert.recipe import schema
 
     items = {"buckets": (32, 64), "precisions": ("fp32", "int8-dynamic"),
              "formats": ("onnx", "tflite"), "fixed_shapes": ("fp32", "int8-static"),
@@ -82,7 +82,7 @@ def _list_fields():
 
 @pytest.mark.parametrize("section,key,items", list(_list_fields()))
 def test_every_list_option_takes_one_value_spaces_and_a_trailing_comma(section, key, items):
-    from edge_albert.pipeline import schema
+    from edge_albert.recipe import schema
 
     item, other = items
     one = load_sections(schema(), None, [f"{section}.{key}={item}"])[section]

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from edge_albert.config import load_sections, parse_overrides, to_dict
 from edge_albert.errors import ConfigError
-from edge_albert.pipeline import schema
+from edge_albert.recipe import schema
 
 # FUZZ_EXAMPLES=2000 for a deeper run; the default keeps this file to a few seconds
 FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "60")), deadline=None,

@@ -89,7 +89,7 @@ def delimited_files(draw):
     rows = draw(st.lists(st.lists(st.one_of(TEXT, LABEL, st.just(""), st.just('"')),
                                   min_size=0, max_size=len(header) + 1), max_size=6))
     lines = [delim.join(header)] + [delim.join(r) for r in rows]
-    body = "".join(line + draw(st.sampled_from(EOLS + ("", "\n\n"))) for line in lines)
+    body = "".join(line + draw(st.sampled_from((*EOLS, "", "\n\n"))) for line in lines)
     return (BOM if draw(st.booleans()) else b"") + body.encode("utf-8")
 
 
@@ -111,7 +111,7 @@ def test_near_valid_delimited_files(tmp_path, raw, ext, label_names):
 def test_quoted_csv_with_any_header(tmp_path, header, rows):
     """Column names with newlines, quotes or controls still give one-line errors."""
     buf = io.StringIO(newline="")
-    csv.writer(buf).writerows([header] + rows)
+    csv.writer(buf).writerows([header, *rows])
     path = tmp_path / "data.csv"
     path.write_text(buf.getvalue(), encoding="utf-8", newline="")
     _check(path)

@@ -14,9 +14,11 @@ transformers = pytest.importorskip("transformers")
 
 from edge_albert.config import DistillConfig, FinetuneConfig
 from edge_albert.data import read_dataset
-from edge_albert.distill import PRESETS, flops_per_sequence, run_distill, student_config
+from edge_albert.distill import run_distill
 from edge_albert.errors import ConfigError, DataError
 from edge_albert.finetune import run_finetune
+from edge_albert.students import PRESETS, flops_per_sequence, student_config
+from edge_albert.training import stop_after
 
 from .conftest import FAST, _base_model
 
@@ -41,8 +43,8 @@ def test_every_family_finetunes_and_distils(kind, tmp_path, tiny_tokenizer, task
 
 
 def test_svd_and_layer_init_from_teacher(bert_teacher, tmp_path, task):
-    from edge_albert.distill import init_from_teacher
     from edge_albert.modeling import load_classifier
+    from edge_albert.students import init_from_teacher
 
     teacher = load_classifier(bert_teacher)
     cfg = student_config("tiny", vocab_size=teacher.config.vocab_size, label_names=["0", "1"],
@@ -62,8 +64,8 @@ def test_svd_and_layer_init_from_teacher(bert_teacher, tmp_path, task):
 
 
 def test_chosen_teacher_layers_and_a_narrower_ffn(bert_teacher, tmp_path, task):
-    from edge_albert.distill import ffn_neuron_order, init_from_teacher
     from edge_albert.modeling import load_classifier
+    from edge_albert.students import ffn_neuron_order, init_from_teacher
 
     teacher = load_classifier(bert_teacher)
     cfg = student_config("tiny", vocab_size=teacher.config.vocab_size, label_names=["0", "1"],
@@ -129,8 +131,8 @@ def test_shared_teacher_logit_cache(bert_teacher, tmp_path, task, monkeypatch):
 def test_frozen_embeddings_stay_the_svd_init(bert_teacher, tmp_path, task):
     from safetensors.torch import load_file
 
-    from edge_albert.distill import init_from_teacher
     from edge_albert.modeling import load_classifier
+    from edge_albert.students import init_from_teacher
 
     shape = tmp_path / "student.json"  # E 16 < the teacher's H 32: the SVD init applies
     shape.write_text(json.dumps({"embedding_size": 16, "hidden_size": 32, "num_hidden_layers": 2,
@@ -162,7 +164,8 @@ def test_student_dropout_setting(bert_teacher, tmp_path, task):
 def test_resume_equals_uninterrupted(bert_teacher, tmp_path, task):
     cfg = DistillConfig(**{**FAST, "checkpoint_every": 8, "max_steps": 20}, student="tiny")
     full = run_distill(cfg, bert_teacher, *task, tmp_path / "a", progress=False)
-    assert run_distill(cfg, bert_teacher, *task, tmp_path / "b", progress=False, stop_after=16) is None
+    with stop_after(16):
+        assert run_distill(cfg, bert_teacher, *task, tmp_path / "b", progress=False) is None
     assert not (tmp_path / "b").exists() and (tmp_path / "b.partial" / "checkpoint.pt").is_file()
     resumed = run_distill(cfg, bert_teacher, *task, tmp_path / "b", progress=False, resume=True)
     assert full is not None and resumed is not None
@@ -174,7 +177,8 @@ def test_resume_equals_uninterrupted(bert_teacher, tmp_path, task):
 
 def test_resume_with_another_config_names_the_keys(bert_teacher, tmp_path, task):
     cfg = DistillConfig(**{**FAST, "checkpoint_every": 4, "max_steps": 12}, student="tiny")
-    run_distill(cfg, bert_teacher, *task, tmp_path / "s", progress=False, stop_after=4)
+    with stop_after(4):
+        run_distill(cfg, bert_teacher, *task, tmp_path / "s", progress=False)
     other = DistillConfig(**{**FAST, "checkpoint_every": 4, "max_steps": 12, "temperature": 4.0},
                           student="tiny")
     with pytest.raises(ConfigError, match=r"differing keys: temperature"):

@@ -19,6 +19,7 @@ validate on every accuracy/agreement/logit-error number (latency is measured, so
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -134,10 +135,8 @@ def logged_steps(log: Path) -> list[dict]:
         return []
     out = []
     for line in log.read_text().splitlines():
-        try:
+        with contextlib.suppress(json.JSONDecodeError):  # a line being written
             out.append(json.loads(line))
-        except json.JSONDecodeError:  # being written
-            pass
     return out
 
 
@@ -411,7 +410,7 @@ def test_pipeline_killed_three_times_ends_like_an_uninterrupted_run(tmp_path, ti
     cfg = tiny_recipe(tmp_path, finetune_ckpt=10, distill_steps=60, ckpt=10, formats=["onnx"],
                       max_drop=100.0)
     ref = tmp_path / "ref"
-    run_pipeline(cfg, ref, echo=lambda m: None)
+    run_pipeline(cfg, ref, echo=lambda _m: None)
     run = tmp_path / "run"
     args = ["pipeline", str(cfg), "--run-dir", str(run)]
     log = run / "student.partial" / "train_log.jsonl"

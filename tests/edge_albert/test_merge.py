@@ -9,17 +9,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from edge_albert.android_logs import parse_android_device, parse_benchmark_model, parse_perf_test
 from edge_albert.bundle_cli import report_command
 from edge_albert.errors import ArtifactError, DataError
-from edge_albert.merge import (
-    BEGIN,
-    END,
-    merge_android_logs,
-    merge_device_results,
-    parse_android_device,
-    parse_benchmark_model,
-    parse_perf_test,
-)
+from edge_albert.merge import BEGIN, END, merge_android_logs, merge_device_results
 
 SAMPLES = Path(__file__).parent / "data_android"
 SHA = "54a9c12c77e402fc14d6a66a506f24d999f596b0176eb777c972cccc2f9cc4b0"  # the samples' eval set
@@ -149,7 +142,7 @@ def test_merge_android_logs(report):
 def test_android_logs_from_another_eval_set_are_refused(report, tmp_path):
     log = tmp_path / "benchmark_model__model.int8-dynamic.tflite.log"
     log.write_text((SAMPLES / log.name).read_text().replace(SHA, "0" * 64))
-    with pytest.raises(DataError, match="sha256 0000000000000000... differs"):
+    with pytest.raises(DataError, match=r"sha256 0000000000000000... differs"):
         merge_android_logs(report, [log])
 
 
@@ -182,7 +175,7 @@ def test_device_results_from_another_eval_set_are_refused(report, tmp_path):
 
 
 def test_bad_report_and_bad_results(tmp_path, report):
-    with pytest.raises(ArtifactError, match="no report.json"):
+    with pytest.raises(ArtifactError, match=r"no report.json"):
         merge_device_results(tmp_path, [_results(tmp_path)])
     (tmp_path / "x.json").write_text("{not json")
     with pytest.raises(DataError, match="not valid JSON"):

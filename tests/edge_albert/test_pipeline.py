@@ -17,14 +17,15 @@ from click.testing import CliRunner
 
 from edge_albert.cli import cli
 from edge_albert.errors import ArtifactError, ConfigError
-from edge_albert.pipeline import STAGES, RunLock, load_pipeline_config, run_pipeline
+from edge_albert.pipeline import STAGES, RunLock, run_pipeline
+from edge_albert.recipe import load_pipeline_config
 
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, tiny_recipe):
     d = tmp_path_factory.mktemp("pipe")
     cfg = tiny_recipe(d)
-    run_pipeline(cfg, d / "run", echo=lambda m: None)
+    run_pipeline(cfg, d / "run", echo=lambda _m: None)
     return cfg, d / "run"
 
 
@@ -42,8 +43,8 @@ def test_runs_every_stage_then_skips_them(finished_run):
 
 def test_changed_config_is_refused_then_forced(finished_run):
     cfg, run = finished_run
-    with pytest.raises(ConfigError, match="differing keys: validate.latency_runs"):
-        run_pipeline(cfg, run, overrides=["validate.latency_runs=4"], echo=lambda m: None)
+    with pytest.raises(ConfigError, match=r"differing keys: validate.latency_runs"):
+        run_pipeline(cfg, run, overrides=["validate.latency_runs=4"], echo=lambda _m: None)
     said: list[str] = []
     p = run_pipeline(cfg, run, overrides=["validate.latency_runs=4"], force=True, echo=said.append)
     status = {r.name: r.status for r in p.results}
@@ -53,17 +54,17 @@ def test_changed_config_is_refused_then_forced(finished_run):
 
 def test_a_run_made_before_a_new_setting_existed_is_not_a_changed_config(finished_run):
     cfg, run = finished_run
-    run_pipeline(cfg, run, force=True, echo=lambda m: None)  # the record: this recipe as it is
+    run_pipeline(cfg, run, force=True, echo=lambda _m: None)  # the record: this recipe as it is
     record = run / "pipeline_config.json"
     saved = record.read_text()
     old = json.loads(saved)
     try:  # as written by a version without the trim stage
         record.write_text(json.dumps({k: v for k, v in old.items()
                                       if not k.startswith("trim_vocab.")}))
-        p = run_pipeline(cfg, run, echo=lambda m: None)
+        p = run_pipeline(cfg, run, echo=lambda _m: None)
         assert {r.status for r in p.results} <= {"up to date", "skipped"}
-        with pytest.raises(ConfigError, match="differing keys: trim_vocab.min_count"):
-            run_pipeline(cfg, run, overrides=["trim_vocab.min_count=2"], echo=lambda m: None)
+        with pytest.raises(ConfigError, match=r"differing keys: trim_vocab.min_count"):
+            run_pipeline(cfg, run, overrides=["trim_vocab.min_count=2"], echo=lambda _m: None)
     finally:
         record.write_text(saved)
 
@@ -71,7 +72,7 @@ def test_a_run_made_before_a_new_setting_existed_is_not_a_changed_config(finishe
 def test_from_a_stage_whose_inputs_were_never_built(tmp_path, tiny_recipe):
     with pytest.raises(ConfigError, match="earlier stage 'tokenizer' has not been built"):
         run_pipeline(tiny_recipe(tmp_path), tmp_path / "run", start="convert",
-                     echo=lambda m: None)
+                     echo=lambda _m: None)
 
 
 def test_bad_recipes(tmp_path, tiny_recipe):
@@ -83,7 +84,7 @@ def test_bad_recipes(tmp_path, tiny_recipe):
     with pytest.raises(ConfigError, match="unknown section"):
         load_pipeline_config(bad)
     with pytest.raises(ConfigError, match="unknown stage 'distil'"):
-        run_pipeline(tiny_recipe(tmp_path), tmp_path / "run", start="distil", echo=lambda m: None)
+        run_pipeline(tiny_recipe(tmp_path), tmp_path / "run", start="distil", echo=lambda _m: None)
 
 
 def test_second_run_in_the_same_directory_is_refused(tmp_path):

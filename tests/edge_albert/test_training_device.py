@@ -47,8 +47,11 @@ def test_distil_on_the_gpu_and_resume_a_cpu_run_there(bert_teacher, task, tmp_pa
     assert hist[-1]["accuracy"] >= hist[0]["accuracy"]
     cpu = run_distill(DistillConfig(**base, device="cpu"), bert_teacher, *task, tmp_path / "cpu",
                       progress=False)
-    assert run_distill(DistillConfig(**base, device="cpu"), bert_teacher, *task, tmp_path / "mixed",
-                       progress=False, stop_after=32) is None
+    from edge_albert.training import stop_after
+
+    with stop_after(32):
+        assert run_distill(DistillConfig(**base, device="cpu"), bert_teacher, *task,
+                           tmp_path / "mixed", progress=False) is None
     mixed = run_distill(DistillConfig(**base, device="cuda"), bert_teacher, *task, tmp_path / "mixed",
                         progress=False, resume=True)
     assert cpu is not None and mixed is not None

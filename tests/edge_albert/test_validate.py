@@ -45,7 +45,11 @@ def conv(tmp_path_factory, tiny_model, tiny_task) -> Path:
 @pytest.fixture(scope="module")
 def validated(conv, tiny_task, tmp_path_factory) -> tuple[dict, Path]:
     out = tmp_path_factory.mktemp("validate") / "report"
-    return run_validate(FAST, [conv], tiny_task["dev"], None, out, progress=False), out
+    from edge_albert.report import read_report
+
+    m = run_validate(FAST, [conv], tiny_task["dev"], None, out, progress=False)
+    assert m.stage == "validate" and "report.json" in m.files
+    return read_report(out), out
 
 
 @pytest.fixture(scope="module")

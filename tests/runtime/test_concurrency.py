@@ -43,7 +43,7 @@ def run_threads(make, items: list[str], seed: int) -> list[list[tuple[int, np.nd
             start.wait()
             for i in order:
                 results[t].append((i, clf.logits([items[i]])[0]))
-        except BaseException as e:  # noqa: BLE001 - re-raised in the main thread below
+        except BaseException as e:
             errors.append(e)
             start.abort()
 
@@ -66,8 +66,8 @@ def test_8_threads_x_500_predictions_match_serial(tiny_artifact, name):
     assert len({a.tobytes() for a in serial}) > 10  # the texts do give different logits
 
     shared = Classifier.load(tiny_artifact, model=name, threads=1)  # fresh: never ran yet
-    for mode, make in (("shared", lambda t: shared),
-                       ("one per thread", lambda t: Classifier.load(tiny_artifact, model=name,
+    for mode, make in (("shared", lambda _t: shared),
+                       ("one per thread", lambda _t: Classifier.load(tiny_artifact, model=name,
                                                                     threads=1))):
         results = run_threads(make, items, seed=10 if mode == "shared" else 20)
         assert [len(r) for r in results] == [CALLS] * THREADS, mode

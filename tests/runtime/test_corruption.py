@@ -27,6 +27,8 @@ pytest.importorskip("onnxruntime")
 
 MODEL_FILES = ["model.fp32.onnx", "model.int8-dynamic.onnx", "model.fp32.ort",
                "model.int8-dynamic.ort", "model.fp32.tflite", "model.int8-dynamic.tflite"]
+# the tokenizer files the tiny SentencePiece artifact holds (runtime.tokenizer.TOKENIZER_FILES
+# names every file a tokenizer directory may hold)
 TOKENIZER_FILES = ["spiece.model", "tokenizer.json", "tokenizer_config.json",
                    "special_tokens_map.json"]
 TEXTS = ["the film is charming .", "the plot drags , and the cast is dull ."]

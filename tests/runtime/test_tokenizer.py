@@ -41,7 +41,7 @@ def test_spm_only_directory_matches_tokenizer_json(tiny_tokenizer, tmp_path):
 
 
 def test_missing_pieces_are_clear_errors(tmp_path):
-    with pytest.raises(TokenizerError, match="expected spiece.model, tokenizer.json or vocab.txt"):
+    with pytest.raises(TokenizerError, match=r"expected spiece.model, tokenizer.json or vocab.txt"):
         TextTokenizer.load(tmp_path)
     with pytest.raises(TokenizerError, match="does not exist"):
         TextTokenizer.load(tmp_path / "nope")
@@ -60,3 +60,14 @@ def test_wordpiece_from_vocab_txt(tmp_path):
     n = int(enc.lengths[0])
     assert enc.input_ids[0, :n].tolist() == [2, 5, 6, 9, 3, 8, 3]
     assert enc.token_type_ids[0, :n].tolist() == [0, 0, 0, 0, 0, 1, 1]
+
+
+def test_piece_ids_are_untruncated_and_leave_encode_truncating(tiny_tokenizer):
+    from edge_albert.runtime.tokenizer import TextTokenizer
+
+    tok = TextTokenizer.load(tiny_tokenizer)
+    long = " ".join(["the film is charming"] * 20)
+    assert tok.encode([long], max_length=16).lengths[0] == 16
+    [ids] = tok.piece_ids([long])
+    assert len(ids) > 16  # no truncation, no special tokens
+    assert tok.encode([long], max_length=16).lengths[0] == 16  # encode truncates again

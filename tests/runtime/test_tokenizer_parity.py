@@ -56,7 +56,7 @@ def test_sentencepiece_matches_transformers_albert(shared_data, sst2_spm, tmp_pa
     auto = transformers.AutoTokenizer.from_pretrained(str(sst2_spm))
     ours = TextTokenizer.load(sst2_spm)
     t0, total, bad = time.perf_counter(), 0, 0
-    for name, ds in _corpora(shared_data):
+    for _name, ds in _corpora(shared_data):
         for ref in (hf, auto):
             b, n = _mismatches(ours, ref, ds)
             bad += b
@@ -72,7 +72,7 @@ def test_wordpiece_matches_transformers_minilm(shared_data):
     hf = transformers.AutoTokenizer.from_pretrained(str(path))
     ours = TextTokenizer.load(path)
     t0, total, bad = time.perf_counter(), 0, 0
-    for name, ds in _corpora(shared_data):
+    for _name, ds in _corpora(shared_data):
         b, n = _mismatches(ours, hf, ds)
         bad += b
         total += n

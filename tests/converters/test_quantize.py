@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from edge_albert.converters.search import RECIPES, SearchConfig, run_search
+from edge_albert.converters.quantize import RECIPES, QuantizeConfig, run_quantize
 
 from edge_albert.errors import ConfigError, ConversionError
 
@@ -73,7 +73,7 @@ def _sabotaged(real):
 
 @pytest.fixture()
 def sabotage(monkeypatch):
-    from edge_albert.converters import search
+    from edge_albert.converters import quantize as search
 
     monkeypatch.setattr(search._Search, "make_file", _sabotaged(search._Search.make_file))
 
@@ -82,14 +82,14 @@ def sabotage(monkeypatch):
 def searched(tmp_path_factory, ft_model, tiny_task):
     """One search over RECIPE_LIST, with the sabotage in place."""
     pytest.importorskip("tensorflow")
-    from edge_albert.converters import search
+    from edge_albert.converters import quantize as search
 
     out = tmp_path_factory.mktemp("search") / "quantized"
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(search._Search, "make_file", _sabotaged(search._Search.make_file))
-        cfg = SearchConfig(recipes=RECIPE_LIST, buckets=(16, 32), threads=1, latency_runs=10,
+        cfg = QuantizeConfig(recipes=RECIPE_LIST, buckets=(16, 32), threads=1, latency_runs=10,
                            parity_examples=64, calibration_size=64)
-        manifest = run_search(cfg, ft_model, out, calibration=tiny_task["train"],
+        manifest = run_quantize(cfg, ft_model, out, calibration=tiny_task["train"],
                               dev=tiny_task["dev"], progress=False)
     table = json.loads((out / "trials.json").read_text(encoding="utf-8"))
     return manifest, table, out
@@ -100,7 +100,7 @@ def test_every_trial_is_a_row_failures_included(searched):
     rows = {r["recipe"]: r for r in table["trials"]}
     assert list(rows) == ["onnx-fp32", *RECIPE_LIST[:4], "tflite-fp32", "tflite-dynamic"]
     assert rows["onnx-fp32"]["status"] == rows["tflite-fp32"]["status"] == "reference"
-    assert rows[CRASH]["status"] == "failed: injected quantizer crash"
+    assert rows[CRASH]["status"] == "failed" and rows[CRASH]["error"] == "injected quantizer crash"
     assert rows[CRASH]["accuracy"] is None
     bad = rows[COLLAPSE]
     assert bad["status"] == "over budget"
@@ -212,7 +212,7 @@ def test_bad_options(cli, tmp_path, args, code, needle):
 
 def test_unknown_recipe_lists_every_valid_one():
     with pytest.raises(ConfigError) as err:
-        SearchConfig(recipes=("nope",))
+        QuantizeConfig(recipes=("nope",))
     assert all(name in err.value.message for name in RECIPES)
 
 
@@ -230,9 +230,9 @@ def test_dev_labels_the_model_does_not_know(cli, ft_model, tiny_task, tmp_path):
 def test_calibration_never_sees_the_dev_set(ft_model, tiny_task, tmp_path):
     from edge_albert.errors import DataError
 
-    cfg = SearchConfig(recipes=("onnx-dynamic-pt",), buckets=(16, 32))
+    cfg = QuantizeConfig(recipes=("onnx-dynamic-pt",), buckets=(16, 32))
     with pytest.raises(DataError, match="every calibration row is also a dev row"):
-        run_search(cfg, ft_model, tmp_path / "q", calibration=tiny_task["dev"],
+        run_quantize(cfg, ft_model, tmp_path / "q", calibration=tiny_task["dev"],
                    dev=tiny_task["dev"], progress=False)
 
 

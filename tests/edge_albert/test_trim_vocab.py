@@ -13,7 +13,7 @@ pytest.importorskip("transformers")
 
 from edge_albert.artifacts import verify
 from edge_albert.errors import DataError, TokenizerError
-from edge_albert.vocab_trim import TrimVocabConfig, kept_ids, read_corpus, run_trim_vocab
+from edge_albert.trim_vocab import TrimVocabConfig, kept_ids, read_corpus, run_trim_vocab
 
 from ..conftest import WORDPIECE_OTHER as OTHER
 
@@ -44,7 +44,7 @@ def test_trim_keeps_the_corpus_logits_and_spells_other_words(wordpiece_albert, t
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["vocab_size"] == e["vocab_after"] == TextTokenizer.load(out).vocab_size
     assert len((out / "vocab.txt").read_text().splitlines()) == e["vocab_after"]
-    verify(out, stage="trim-vocab")
+    verify(out, stage="trim_vocab")
     new_vocab = TextTokenizer.load(out)._tok.get_vocab()
     dec = json.loads((out / "tokenizer_config.json").read_text())["added_tokens_decoder"]
     assert {new_vocab[v["content"]] for v in dec.values()} == {int(k) for k in dec}
@@ -156,10 +156,10 @@ def test_pipeline_trim_stage_feeds_convert_and_validates_against_the_student(
     recipe = tmp_path / "r.toml"
     recipe.write_text(PIPE.format(train=wordpiece_albert["train"], dev=wordpiece_albert["dev"],
                                   teacher=wordpiece_albert["model"]))
-    p = run_pipeline(recipe, tmp_path / "run", echo=lambda m: None)
-    assert {r.name: r.status for r in p.results}["trim"] == "ran"
+    p = run_pipeline(recipe, tmp_path / "run", echo=lambda _m: None)
+    assert {r.name: r.status for r in p.results}["trim_vocab"] == "ran"
     run = tmp_path / "run"
-    trim = load_manifest(run / "trim")
+    trim = load_manifest(run / "trim_vocab")
     assert trim.extra["vocab_after"] < trim.extra["vocab_before"] and "dev" in trim.extra
     conv = load_manifest(run / "convert")
     assert conv.extra["vocab_size"] == trim.extra["vocab_after"]
@@ -167,15 +167,15 @@ def test_pipeline_trim_stage_feeds_convert_and_validates_against_the_student(
     assert Path(report["reference"]["path"]).name == "student"  # the untrimmed float model
     # off again: the trim stage is skipped and convert takes the student as before
     p = run_pipeline(recipe, tmp_path / "run", overrides=["trim_vocab.enabled=false"], force=True,
-                     echo=lambda m: None)
+                     echo=lambda _m: None)
     status = {r.name: r.status for r in p.results}
-    assert status["trim"] == "skipped" and status["convert"] == "ran"
+    assert status["trim_vocab"] == "skipped" and status["convert"] == "ran"
     assert load_manifest(run / "convert").extra["vocab_size"] == trim.extra["vocab_before"]
 
 
 def test_pipeline_refuses_trimming_a_sentencepiece_scratch_teacher(tmp_path, tiny_recipe):
     from edge_albert.errors import ConfigError
-    from edge_albert.pipeline import load_pipeline_config
+    from edge_albert.recipe import load_pipeline_config
 
     with pytest.raises(ConfigError, match="WordPiece") as e:
         load_pipeline_config(tiny_recipe(tmp_path), ["trim_vocab.enabled=true"])

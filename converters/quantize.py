@@ -15,15 +15,15 @@ A recipe is ``within budget`` when its drop is at most ``max_drop`` points; the 
 is ``kept`` (written to the artifact as ``model.<precision>.<format>`` with convert's metadata and
 a parity check against torch). A recipe that crashes is ``failed: <error>``, one that loses too
 much accuracy ``over budget``: both stay in the table (``trials.json``, ``trials.md``). When a
-backend keeps nothing, :class:`~edge_albert.errors.AccuracyGateError` names it (the trials ride
-on the error as ``.trials``) and no artifact is written.
+backend keeps nothing, :class:`~.quantize_trials.QuantizeGateError` names it (its ``trials``
+hold every row) and no artifact is written. A programming error (``TypeError``,
+``AttributeError``, ...) in a trial propagates: it is a bug, not a recipe that fails.
 
 Calibration examples come from the calibration file only (stratified by label and length) and
 never include a dev row.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import shutil
@@ -37,280 +37,22 @@ import numpy as np
 
 from ..artifacts import Manifest, check_new_output, write_artifact
 from ..config import to_dict
-from ..errors import AccuracyGateError, ConfigError, ConversionError, DataError
-from .calibration import DEFAULT_SIZE
-from .spec import (
-    DEFAULT_BUCKETS,
-    DEFAULT_FALLBACKS,
-    OPSET,
-    CalibrationMethod,
-    ExportSpec,
-    Fallback,
-    Format,
-    Precision,
-    model_filename,
-)
+from ..errors import ConversionError, DataError
+from .quantize_recipes import BACKENDS, RECIPES, REFERENCES, QuantizeConfig, Recipe
+from .quantize_trials import QuantizeGateError, Trial, TrialStatus, first_line, format_table
+from .spec import Format, Precision, model_filename
 
 TRIALS_JSON = "trials.json"
 TRIALS_MD = "trials.md"
 LABELS_FILE = "labels.txt"
-#: the backends a search covers (.ort files are made from the kept .onnx by ``convert``)
-BACKENDS: tuple[Format, ...] = (Format.ONNX, Format.TFLITE)
-
-
-@dataclasses.dataclass(frozen=True)
-class Recipe:
-    """One named int8 (or reference fp32) recipe for one backend.
-
-    ``per_channel`` and ``method`` apply to ONNX Runtime's quantizers (TFLite full-integer is
-    per-channel by TensorFlow's default, and TFLite dynamic-range has no fallbacks).
-    """
-
-    name: str
-    format: Format
-    precision: Precision
-    per_channel: bool = True
-    method: CalibrationMethod = CalibrationMethod.MINMAX
-    fallbacks: tuple[Fallback, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"format": self.format.value, "precision": self.precision.value,
-                "per_channel": self.per_channel, "method": self.method.value,
-                "fallbacks": [f.value for f in self.fallbacks]}
-
-    @property
-    def needs_calibration(self) -> bool:
-        return self.precision is Precision.INT8_STATIC
-
-    def settings(self) -> str:
-        """A short human description, for the trial table."""
-        if self.precision is Precision.FP32:
-            return "fp32 reference"
-        parts = [self.precision.value]
-        if self.format is Format.ONNX:
-            if self.precision is Precision.INT8_STATIC:
-                parts.append(f"QDQ {self.method.value}")
-            parts.append("per-channel" if self.per_channel else "per-tensor")
-        elif self.precision is Precision.INT8_STATIC:
-            parts.append("full-integer")
-        if not (self.format is Format.TFLITE and self.precision is Precision.INT8_DYNAMIC):
-            parts.append("float: " + fallback_set_name(self.fallbacks))
-        return ", ".join(parts)
-
-
-_NONE: tuple[Fallback, ...] = ()
-_DEFAULT = DEFAULT_FALLBACKS
-_WIDE = DEFAULT_FALLBACKS + (Fallback.EMBEDDINGS, Fallback.ATTENTION)
-#: the named fallback sets of the recipe table
-FALLBACK_SETS: dict[str, tuple[Fallback, ...]] = {"none": _NONE, "default": _DEFAULT,
-                                                  "wide": _WIDE}
-
-
-def fallback_set_name(fallbacks: tuple[Fallback, ...]) -> str:
-    """``none`` / ``default`` / ``wide``, or the parts themselves."""
-    return next((n for n, f in FALLBACK_SETS.items() if set(f) == set(fallbacks)),
-                ",".join(f.value for f in fallbacks))
-_DYN, _STA = Precision.INT8_DYNAMIC, Precision.INT8_STATIC
-_MM, _EN, _PC = CalibrationMethod.MINMAX, CalibrationMethod.ENTROPY, CalibrationMethod.PERCENTILE
-_O, _T = Format.ONNX, Format.TFLITE
-
-#: every int8 recipe a search may try, in trial order. Fallback sets: ``none``; ``default``
-#: (classifier, layernorm, softmax, gelu); ``wide`` (default + embeddings + attention matmuls).
-#: ONNX dynamic quantizes weight matmuls (and the embedding Gather) only, so its LayerNorm /
-#: Softmax / GELU fallbacks are moot; TFLite dynamic-range takes no fallbacks at all.
-RECIPES: dict[str, Recipe] = {r.name: r for r in (
-    Recipe("onnx-dynamic-pt", _O, _DYN, per_channel=False, fallbacks=_DEFAULT),
-    Recipe("onnx-dynamic-pc", _O, _DYN, per_channel=True, fallbacks=_DEFAULT),
-    Recipe("onnx-dynamic-pc-none", _O, _DYN, per_channel=True, fallbacks=_NONE),
-    Recipe("onnx-dynamic-pc-wide", _O, _DYN, per_channel=True, fallbacks=_WIDE),
-    Recipe("onnx-qdq-minmax-pt", _O, _STA, per_channel=False, method=_MM, fallbacks=_DEFAULT),
-    Recipe("onnx-qdq-minmax-pc", _O, _STA, per_channel=True, method=_MM, fallbacks=_DEFAULT),
-    Recipe("onnx-qdq-minmax-pc-none", _O, _STA, per_channel=True, method=_MM, fallbacks=_NONE),
-    Recipe("onnx-qdq-minmax-pc-wide", _O, _STA, per_channel=True, method=_MM, fallbacks=_WIDE),
-    Recipe("onnx-qdq-entropy-pc", _O, _STA, per_channel=True, method=_EN, fallbacks=_DEFAULT),
-    Recipe("onnx-qdq-entropy-pc-wide", _O, _STA, per_channel=True, method=_EN, fallbacks=_WIDE),
-    Recipe("onnx-qdq-percentile-pc", _O, _STA, per_channel=True, method=_PC, fallbacks=_DEFAULT),
-    Recipe("onnx-qdq-percentile-pc-wide", _O, _STA, per_channel=True, method=_PC,
-           fallbacks=_WIDE),
-    Recipe("tflite-dynamic", _T, _DYN),
-    Recipe("tflite-int8", _T, _STA, fallbacks=_NONE),
-    Recipe("tflite-int8-default", _T, _STA, fallbacks=_DEFAULT),
-    Recipe("tflite-int8-wide", _T, _STA, fallbacks=_WIDE),
-)}
-
-#: the fp32 file each backend's int8 recipes are judged against (always tried first)
-REFERENCES: dict[Format, Recipe] = {
-    Format.ONNX: Recipe("onnx-fp32", Format.ONNX, Precision.FP32),
-    Format.TFLITE: Recipe("tflite-fp32", Format.TFLITE, Precision.FP32),
-}
-
-
-def recipe_names(backend: Format | str | None = None) -> list[str]:
-    """Names of the recipes (of one backend), in trial order."""
-    return [n for n, r in RECIPES.items() if backend is None or r.format is Format(backend)]
-
-
-def _backends(values: Any) -> tuple[Format, ...]:
-    if isinstance(values, (str, Format)):
-        values = [values]
-    valid = ", ".join(b.value for b in BACKENDS)
-    out: list[Format] = []
-    for v in values:
-        try:
-            fmt = Format(v)
-        except ValueError:
-            fmt = None
-        if fmt not in BACKENDS:
-            raise ConfigError(f"unknown backend {getattr(v, 'value', v)!r} (valid: {valid})",
-                              key="quantize.backends",
-                              hint="an .ort file is made from the kept .onnx by 'edge-albert"
-                                   " convert'" if fmt is Format.ORT else None)
-        if fmt in out:
-            raise ConfigError(f"lists {fmt.value!r} twice", key="quantize.backends")
-        out.append(fmt)
-    return tuple(out)
-
-
-@dataclasses.dataclass(frozen=True)
-class SearchConfig:
-    """``edge-albert quantize``: which int8 recipes to try and how to judge them.
-
-    ``recipes`` names entries of :data:`RECIPES` (empty: all of them for ``backends``);
-    ``backends`` empty means those the recipes need (both when ``recipes`` is empty too).
-    ``max_drop`` is the accuracy budget in points (percent) below the fp32 file of the same
-    backend. Latency is the median of ``latency_runs`` batch-1 calls at the largest bucket with
-    ``threads`` interpreter threads.
-    """
-
-    recipes: tuple[str, ...] = ()
-    backends: tuple[Format, ...] = ()
-    max_drop: float = 1.0
-    buckets: tuple[int, ...] = DEFAULT_BUCKETS
-    opset: int = OPSET
-    calibration_size: int = DEFAULT_SIZE
-    parity_examples: int = 256
-    eval_batch_size: int = 32
-    latency_runs: int = 30
-    latency_warmup: int = 3
-    threads: int = 2
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        set_ = object.__setattr__
-        names = (self.recipes,) if isinstance(self.recipes, str) else self.recipes
-        set_(self, "recipes", tuple(str(n) for n in names))
-        set_(self, "backends", _backends(self.backends))
-        set_(self, "buckets", tuple(sorted({int(b) for b in self.buckets})))
-        unknown = [n for n in self.recipes if n not in RECIPES]
-        if unknown:
-            raise ConfigError(f"unknown recipe {unknown[0]!r} (valid: {', '.join(RECIPES)})",
-                              key="quantize.recipes")
-        if len(set(self.recipes)) != len(self.recipes):
-            raise ConfigError(f"lists a recipe twice: {list(self.recipes)}",
-                              key="quantize.recipes")
-        if self.recipes and self.backends:
-            stray = [n for n in self.recipes if RECIPES[n].format not in self.backends]
-            if stray:
-                raise ConfigError(
-                    f"recipe {stray[0]!r} is for {RECIPES[stray[0]].format.value}, which"
-                    f" backends ({', '.join(b.value for b in self.backends)}) leave out",
-                    key="quantize.recipes")
-        if not isinstance(self.max_drop, (int, float)) or not math.isfinite(self.max_drop) \
-                or self.max_drop < 0:
-            raise ConfigError(f"must be a number of accuracy points >= 0, got {self.max_drop!r}",
-                              key="quantize.max_drop", hint="e.g. --max-drop 1.0 (one point)")
-        if not self.buckets or min(self.buckets) < 4:
-            raise ConfigError(f"sequence lengths must be >= 4, got {list(self.buckets)}",
-                              key="quantize.buckets")
-        if self.opset < 18:
-            raise ConfigError(f"opset must be >= 18, got {self.opset}", key="quantize.opset")
-        for key in ("calibration_size", "parity_examples", "eval_batch_size", "latency_runs",
-                    "threads"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"must be >= 1, got {getattr(self, key)}", key=f"quantize.{key}")
-        if self.latency_warmup < 0:
-            raise ConfigError(f"must be >= 0, got {self.latency_warmup}",
-                              key="quantize.latency_warmup")
-
-    @property
-    def spec(self) -> ExportSpec:
-        return ExportSpec(buckets=self.buckets, max_length=max(self.buckets), opset=self.opset)
-
-    def plan(self) -> dict[Format, list[Recipe]]:
-        """Backend -> its int8 recipes to try, in :data:`RECIPES` order."""
-        backends = self.backends or tuple(
-            b for b in BACKENDS if not self.recipes or any(RECIPES[n].format is b
-                                                           for n in self.recipes))
-        return {b: [r for n, r in RECIPES.items() if r.format is b
-                    and (not self.recipes or n in self.recipes)] for b in backends}
-
-
-# -------------------------------------------------------------------------------- the trials
-@dataclasses.dataclass
-class Trial:
-    """One row of the trial table."""
-
-    recipe: str
-    backend: str
-    precision: str
-    settings: str
-    status: str = ""
-    accuracy: float | None = None
-    drop: float | None = None  # points below the backend's fp32 file
-    agreement: float | None = None  # top-1 agreement with the backend's fp32 file
-    p50_ms: float | None = None
-    latency_ms: dict[str, float] | None = None
-    size_bytes: int | None = None
-    int8_weights: int | None = None
-    weight_ops: int | None = None
-    int8_ops: int | None = None
-    stored_weight_bytes: int | None = None
-    seconds: float | None = None
-    error: str | None = None
-    note: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def _fmt(v: float | None, spec: str) -> str:
-    return "-" if v is None else format(v, spec)
-
-
-def format_table(trials: Sequence[Trial]) -> str:
-    """The trial table as Markdown (also what the CLI prints)."""
-    head = ("| recipe | backend | settings | accuracy % | drop (pts) | agree % | p50 ms | size MB"
-            " | int8 weights | status |")
-    rows = [head, "|" + "---|" * 10]
-    for t in trials:
-        w = "-" if t.weight_ops is None else f"{t.int8_weights}/{t.weight_ops}"
-        rows.append(
-            f"| {t.recipe} | {t.backend} | {t.settings} | "
-            f"{_fmt(None if t.accuracy is None else 100 * t.accuracy, '.2f')} | "
-            f"{_fmt(t.drop, '+.2f')} | "
-            f"{_fmt(None if t.agreement is None else 100 * t.agreement, '.1f')} | "
-            f"{_fmt(t.p50_ms, '.3f')} | "
-            f"{_fmt(None if t.size_bytes is None else t.size_bytes / 1e6, '.3f')} | {w} | "
-            f"{t.status.replace('|', '/')}{' (see note)' if t.note else ''} |")
-    notes = [f"- {t.recipe}: {t.note}" for t in trials if t.note]
-    return "\n".join(rows) + "\n" + ("\nNotes:\n" + "\n".join(notes) + "\n" if notes else "")
-
-
-def _first_line(exc: BaseException) -> str:
-    msg = str(exc).strip().splitlines()
-    text = msg[0] if msg else type(exc).__name__
-    return f"{type(exc).__name__}: {text}"[:300] if not isinstance(exc, ConversionError) \
-        else text[:300]
+#: errors that mean a bug in the search itself: they propagate out of a trial
+PROGRAMMING_ERRORS = (TypeError, AttributeError, NameError, AssertionError, ImportError)
 
 
 class _Search:
     """State shared by the trials of one search."""
 
-    def __init__(self, config: SearchConfig, model, tok, labels: list[str], params: int,
+    def __init__(self, config: QuantizeConfig, model, tok, labels: list[str], params: int,
                  cal, dev_inputs, gold: np.ndarray, scratch: Path, steps) -> None:
         self.config, self.model, self.tok, self.labels = config, model, tok, labels
         self.params, self.cal, self.dev_inputs, self.gold = params, cal, dev_inputs, gold
@@ -397,11 +139,13 @@ class _Search:
             path, desc = self.make_file(recipe, source)
             trial.note = desc.get("warning")
             logits = self.evaluate(recipe, path, trial)
+        except PROGRAMMING_ERRORS:
+            raise  # a bug in this code, not a recipe that fails: never a "failed" row
         except Exception as exc:
             if recipe.precision is Precision.FP32:
                 raise
-            trial.error = _first_line(exc)
-            trial.status = f"failed: {trial.error}"
+            trial.error = first_line(exc)
+            trial.status = TrialStatus.FAILED
             trial.accuracy = trial.agreement = trial.p50_ms = trial.latency_ms = None
             trial.size_bytes = trial.weight_ops = trial.int8_weights = trial.int8_ops = None
             trial.stored_weight_bytes = None
@@ -411,7 +155,7 @@ class _Search:
         if trial.ok:
             if recipe.precision is Precision.FP32:
                 self.ref_logits[recipe.format] = logits
-                trial.drop, trial.status = 0.0, "reference"
+                trial.drop, trial.status = 0.0, TrialStatus.REFERENCE
             else:
                 self.judge(recipe, trial, path, desc)
         return trial
@@ -422,10 +166,10 @@ class _Search:
         assert ref.accuracy is not None and trial.accuracy is not None
         trial.drop = round(100 * (ref.accuracy - trial.accuracy), 4)
         if trial.drop > self.config.max_drop + 1e-9:
-            trial.status = "over budget"
+            trial.status = TrialStatus.OVER
             path.unlink(missing_ok=True)
             return
-        trial.status = "within budget"
+        trial.status = TrialStatus.WITHIN
         best = self.kept.get(recipe.format)
         if best is None or _faster(trial, best):
             if best is not None:
@@ -476,13 +220,11 @@ def _gate_error(search: _Search, plan: dict[Format, list[Recipe]], max_drop: flo
             bad.append(f"{fmt.value}: the best of {len(rows)} recipe(s), {best.recipe}, drops"
                        f" {best.drop:.2f} points")
     if bad:
-        exc = AccuracyGateError(
+        raise QuantizeGateError(
             f"no int8 recipe within the budget of {max_drop:g} accuracy point(s) for "
-            + "; ".join(bad),
+            + "; ".join(bad), trials=search.trials,
             hint="raise --max-drop, try recipes with more float fallbacks (the '-wide' ones),"
                  " or leave that backend out with --backends")
-        exc.trials = list(search.trials)  # type: ignore[attr-defined]
-        raise exc
 
 
 def _without_dev_rows(cal_ds, dev_ds):
@@ -497,9 +239,9 @@ def _without_dev_rows(cal_ds, dev_ds):
     return (cal_ds if len(keep) == len(cal_ds) else cal_ds.subset(keep)), len(cal_ds) - len(keep)
 
 
-def run_search(config: SearchConfig, model_dir: str | Path, out_dir: str | Path, *,
+def run_quantize(config: QuantizeConfig, model_dir: str | Path, out_dir: str | Path, *,
                calibration: str | Path, dev: str | Path, force: bool = False,
-               progress: bool = True) -> Manifest:
+               progress: bool | None = None) -> Manifest:
     """Try the recipes of ``config`` on the classifier in ``model_dir``; write the kept file of
     each backend, the trial table and the tokenizer into ``out_dir`` (see the module docstring).
 
@@ -509,7 +251,7 @@ def run_search(config: SearchConfig, model_dir: str | Path, out_dir: str | Path,
     from ..data import read_dataset
     from ..modeling import copy_tokenizer_files
     from .calibration import build_calibration, parity_feeds
-    from .convert import _Steps, describe_file, load_source
+    from .convert import Steps, describe_file, load_source
     from .parity import gate, torch_logits
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
@@ -536,7 +278,7 @@ def run_search(config: SearchConfig, model_dir: str | Path, out_dir: str | Path,
     for fmt, recipes in plan.items():
         names += (["tensorflow graph"] if fmt is Format.TFLITE else [])
         names += [REFERENCES[fmt].name] + [r.name for r in recipes]
-    steps = _Steps(names, progress, desc="quantize search")
+    steps = Steps(names, progress is not False, desc="quantize search")
     record = {**to_dict(config), "calibration": str(calibration), "dev": str(dev),
               "model": str(model_dir)}
     inputs = [model_dir] if (model_dir / "manifest.json").is_file() else []
@@ -550,7 +292,7 @@ def run_search(config: SearchConfig, model_dir: str | Path, out_dir: str | Path,
                 else:
                     search.tflite(recipes, batches[0])
             for fmt, t in search.kept.items():
-                t.status = "kept"
+                t.status = TrialStatus.KEPT
                 ref_t = next(r for r in search.trials if r.recipe == REFERENCES[fmt].name)
                 if ref_t.p50_ms is not None and t.p50_ms is not None and ref_t.p50_ms < t.p50_ms:
                     t.note = (f"the fp32 file is faster on this machine ({ref_t.p50_ms:.3f} vs"
@@ -578,7 +320,7 @@ def run_search(config: SearchConfig, model_dir: str | Path, out_dir: str | Path,
                 rows = [t.to_dict() for t in search.trials]
                 refs = {t.backend: {"recipe": t.recipe, "accuracy": t.accuracy,
                                     "p50_ms": t.p50_ms, "size_bytes": t.size_bytes}
-                        for t in search.trials if t.status == "reference"}
+                        for t in search.trials if t.status is TrialStatus.REFERENCE}
                 summary = {"max_drop": config.max_drop, "dev": {"source": str(dev),
                                                                 "rows": len(dev_ds)},
                            "latency": {"batch": 1, "seq_len": max(spec.buckets),
@@ -615,7 +357,7 @@ def run_search(config: SearchConfig, model_dir: str | Path, out_dir: str | Path,
     return w.manifest
 
 
-def _markdown(trials: Sequence[Trial], config: SearchConfig, dev_ds) -> str:
+def _markdown(trials: Sequence[Trial], config: QuantizeConfig, dev_ds) -> str:
     return (f"# int8 recipe search\n\nAccuracy on {len(dev_ds)} dev rows ({dev_ds.path}); budget:"
             f" {config.max_drop:g} point(s) below each backend's fp32 file. Latency: median of"
             f" {config.latency_runs} batch-1 calls at sequence length {max(config.buckets)},"
@@ -626,10 +368,11 @@ __all__ = [
     "BACKENDS",
     "RECIPES",
     "REFERENCES",
+    "QuantizeConfig",
+    "QuantizeGateError",
     "Recipe",
-    "SearchConfig",
     "Trial",
+    "TrialStatus",
     "format_table",
-    "recipe_names",
-    "run_search",
+    "run_quantize",
 ]

@@ -43,6 +43,7 @@ SPECIAL = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 class TrimVocabConfig:
     """What to keep besides the special tokens and the single characters."""
 
+    enabled: bool = False  # in a recipe: run this stage (between student and convert)
     min_count: int = 1  # keep an id the corpus uses at least this often
     keep_first: int = 0  # also keep ids below this (the vocabulary's most frequent words)
     max_length: int = 128  # for the --dev comparison
@@ -142,8 +143,11 @@ def _remap_added_tokens_decoder(path: Path, piece_of: dict[int, str], new: dict[
 
 def run_trim_vocab(cfg: TrimVocabConfig, model_dir: str | Path, corpus: Sequence[str | Path],
                    out_dir: str | Path, *, dev: Dataset | None = None,
-                   force: bool = False) -> Manifest:
-    """Write a copy of the classifier in ``model_dir`` with the trimmed vocabulary to ``out_dir``."""
+                   force: bool = False,
+                   progress: bool | None = None) -> Manifest:  # noqa: ARG001 - the stage contract's
+    """Write a copy of the classifier in ``model_dir`` with the trimmed vocabulary to ``out_dir``.
+
+    (``progress`` is the stage contract's; trimming takes seconds and shows none.)"""
     import numpy as np
     import torch
 
@@ -155,8 +159,8 @@ def run_trim_vocab(cfg: TrimVocabConfig, model_dir: str | Path, corpus: Sequence
     tok = TextTokenizer.load(src)
     texts = [t for f in corpus for t in read_corpus(f)]
     counts: Counter = Counter()
-    for e in tok._tok.encode_batch(texts, add_special_tokens=False):
-        counts.update(e.ids)
+    for ids in tok.piece_ids(texts):
+        counts.update(ids)
     keep = kept_ids(vocab, counts, cfg)
     piece_of = {i: p for p, i in vocab.items()}
     new = {piece_of[i]: n for n, i in enumerate(keep)}
@@ -174,7 +178,7 @@ def run_trim_vocab(cfg: TrimVocabConfig, model_dir: str | Path, corpus: Sequence
     with torch.no_grad():
         rows = emb.weight[torch.as_tensor(keep)].clone()
     pad_old = getattr(model.config, "pad_token_id", None)
-    pad = new.get(piece_of.get(pad_old, ""), None) if pad_old is not None else None
+    pad = new.get(piece_of.get(pad_old, "")) if pad_old is not None else None
     model.set_input_embeddings(torch.nn.Embedding.from_pretrained(rows, freeze=False,
                                                                   padding_idx=pad))
     model.config.vocab_size = len(keep)
@@ -186,7 +190,7 @@ def run_trim_vocab(cfg: TrimVocabConfig, model_dir: str | Path, corpus: Sequence
     config = {**to_dict(cfg), "model": str(src), "corpus": [str(c) for c in corpus],
               "dev": str(dev.path) if dev is not None else None}
     inputs: list[str | Path] = [src] if (src / "manifest.json").is_file() else []
-    with write_artifact(out_dir, stage="trim-vocab", config=config, inputs=inputs,
+    with write_artifact(out_dir, stage="trim_vocab", config=config, inputs=inputs,
                         force=force) as w:
         model.save_pretrained(w.path)
         copy_tokenizer_files(src, w.path)
