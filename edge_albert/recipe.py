@@ -75,12 +75,12 @@ def load_pipeline_config(path: str | Path | None, overrides: tuple[str, ...] | l
             if not Path(value).is_file():
                 raise ConfigError(f"data file {value} does not exist",
                                   where=str(path) if path else None, key=f"task.{key}")
-    if task.unlabelled and not Path(task.unlabelled).is_file():
-        raise ConfigError(f"data file {task.unlabelled} does not exist",
-                          where=str(path) if path else None, key="task.unlabelled")
     elif task.builtin != "intents":
         raise ConfigError(f"unknown built-in task {task.builtin!r} (known: intents)",
                           where=str(path) if path else None, key="task.builtin")
+    if task.unlabelled and not Path(task.unlabelled).is_file():
+        raise ConfigError(f"data file {task.unlabelled} does not exist",
+                          where=str(path) if path else None, key="task.unlabelled")
     if cfg["trim_vocab"].enabled and cfg["teacher"].model == "scratch":
         raise ConfigError("vocabulary trimming needs a WordPiece teacher; a scratch teacher's"
                           " tokenizer is SentencePiece (size it with tokenizer.vocab_size)",

@@ -22,7 +22,7 @@ from ..artifacts import MANIFEST, Manifest, load_manifest, verify_file
 from ..errors import ArtifactError, RuntimeBackendError
 from .backends import FORMATS, Backend, open_backend
 from .metrics import softmax
-from .tokenizer import TOKENIZER_FILES, TextTokenizer
+from .tokenizer import TOKENIZER_FILES_READ, TextTokenizer
 
 Texts = Sequence[str] | Sequence[tuple[str, str]]
 DEFAULT_BUCKETS = (32, 64, 128)
@@ -91,7 +91,7 @@ class Classifier:
             if verify:
                 verify_file(manifest, rel)
                 if tokenizer is None:  # a changed tokenizer.json would encode other ids silently
-                    for name in TOKENIZER_FILES:
+                    for name in TOKENIZER_FILES_READ:
                         if name in manifest.files:
                             verify_file(manifest, name)
             meta = dict(manifest.files[rel])

@@ -162,9 +162,11 @@ def pick_bucket(length: int, buckets: Sequence[int] | None, max_length: int) -> 
     return max_length
 
 
-#: every file a tokenizer directory may hold: copied with a model, hash-checked at load
+#: every file a tokenizer directory may hold: copied with a model
 TOKENIZER_FILES = ("spiece.model", "tokenizer.json", "tokenizer_config.json",
                    "special_tokens_map.json", "vocab.txt")
+#: the ones :meth:`TextTokenizer.load` reads: hash-checked when a model loads
+TOKENIZER_FILES_READ = ("spiece.model", "tokenizer.json", "tokenizer_config.json", "vocab.txt")
 
 
 class TextTokenizer:

@@ -328,12 +328,12 @@ def test_tokenizer_larger_than_the_model_vocabulary(conv, tiny_model, tiny_task,
 
 
 def test_interpreter_crash_in_the_worker_is_a_one_line_error(conv, monkeypatch):
-    from edge_albert import validate
+    from edge_albert.runtime import worker
 
     def segfault(cmd, **kw):
         return subprocess.CompletedProcess(cmd, -11, "", "")
 
-    monkeypatch.setattr(validate.subprocess, "run", segfault)
+    monkeypatch.setattr(worker.subprocess, "run", segfault)
     with pytest.raises(RuntimeBackendError) as info:
         cold_start(conv, "model.fp32.tflite", threads=1, first=["x"], batch=["x"])
     assert str(info.value) == (f"{conv / 'model.fp32.tflite'}: the interpreter crashed (SIGSEGV)"
