@@ -145,7 +145,11 @@ def main(argv: list[str] | None = None) -> int:
             row["recipe"] = {f.name: saved[f.name] for f in fields(DistillConfig) if f.name in saved}
         # re-read before writing: several presets may be distilled by parallel processes
         latest = json.loads(results_path.read_text()) if results_path.is_file() else results
-        latest.setdefault("students", {})[key] = row
+        before = latest.setdefault("students", {}).get(key, {})
+        for kept in ("wall_seconds", "default"):  # measured when it trained; chosen before
+            if kept in before and kept not in row:
+                row[kept] = before[kept]
+        latest["students"][key] = row
         if args.trim:
             latest["students"][f"{key}-trim"] = _trimmed(out, key, dev, teacher_dir, args)
         _mark_default(latest, args.default)

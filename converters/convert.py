@@ -179,6 +179,27 @@ def _check_inputs(config: ConvertConfig, calibration: str | Path | None,
     check_new_output(out_dir, force)
 
 
+def _as_albert(model: Any, model_dir: Path, formats: tuple[Format, ...]) -> Any:
+    """A BERT / MiniLM / RoBERTa classifier written as the ALBERT with the same logits (see
+    :mod:`~edge_albert.albert_form`), so every format, TFLite included, takes one code path."""
+    from ..albert_form import SUPPORTED, max_logit_diff, to_albert
+
+    family = model.config.model_type
+    if family not in SUPPORTED:
+        if Format.TFLITE in formats:
+            raise ConfigError(f"the TFLite converter takes {', '.join(SUPPORTED)} models, not"
+                              f" {family!r}", key="--formats",
+                              hint="distil into an ALBERT student, or drop tflite")
+        return model
+    albert = to_albert(model)
+    diff = max_logit_diff(model, albert, vocab=model.config.vocab_size)
+    if not diff <= 1e-4:
+        raise ConversionError(f"the ALBERT form of this {family} model differs from it by"
+                              f" {diff:.3g} in the logits", where=model_dir)
+    albert.config.source_model_type = family
+    return albert
+
+
 def load_source(model_dir: Path, spec: ExportSpec, *, formats: tuple[Format, ...]):
     """The classifier of ``model_dir`` checked for ``spec`` and ``formats``, with its tokenizer,
     label names and parameter count (shared by ``run_convert`` and the quantize search)."""
@@ -187,15 +208,14 @@ def load_source(model_dir: Path, spec: ExportSpec, *, formats: tuple[Format, ...
     from ..runtime.tokenizer import TextTokenizer
 
     model = load_classifier(model_dir)
+    if model.config.model_type != "albert":
+        model = _as_albert(model, model_dir, formats)
     cfg = model.config
     max_pos = int(getattr(cfg, "max_position_embeddings", spec.max_length))
     if spec.max_length > max_pos:
         raise ConfigError(f"sequence length {spec.max_length} exceeds the model's"
                           f" max_position_embeddings ({max_pos})", key="--seq-len",
                           hint=f"use --seq-len {max_pos} or smaller buckets")
-    if Format.TFLITE in formats and cfg.model_type != "albert":
-        raise ConfigError(f"the TFLite converter writes ALBERT models only, not {cfg.model_type!r}",
-                          key="--formats", hint="distil into an ALBERT student, or drop tflite")
     if (model_dir / "manifest.json").is_file():
         verify(model_dir)
     tok = TextTokenizer.load(model_dir)
@@ -260,6 +280,7 @@ def run_convert(config: ConvertConfig, model_dir: str | Path, out_dir: str | Pat
             w.describe(LABELS_FILE, kind="labels", labels=labels)
             w.extra.update(
                 parameters=params, labels=labels, model_type=cfg.model_type,
+                source_model_type=getattr(cfg, "source_model_type", cfg.model_type),
                 vocab_size=int(cfg.vocab_size),
                 export_spec=spec.to_dict(), calibration=cal.describe() if cal else None,
                 parity_inputs={"source": parity_source, "n": int(sum(len(b["input_ids"])

@@ -294,3 +294,16 @@ def test_pruned_then_shared_student(wide_teacher, task, tmp_path):
     student = load_classifier(tmp_path / "s")
     assert student.config.num_hidden_groups == 1
     assert m.extra["prune"]["phases"][1]["flops"] == m.extra["prune"]["phases"][0]["flops"]
+
+
+def test_a_bert_classifier_converts_to_tflite_through_its_albert_form(wide_teacher, task, tmp_path):
+    from edge_albert.converters.convert import ConvertConfig, run_convert
+
+    cfg = ConvertConfig(formats=("onnx", "tflite"), precisions=("fp32", "int8-dynamic"),
+                        buckets=(16, 32), parity_examples=64, fixed_shapes=())
+    m = run_convert(cfg, wide_teacher, tmp_path / "conv", calibration=task[0].path, progress=False)
+    assert m.extra["model_type"] == "albert" and m.extra["source_model_type"] == "bert"
+    for name in ("model.fp32.tflite", "model.fp32.onnx"):
+        # against its ALBERT form, which equals the BERT within 1e-4 (checked before converting)
+        assert m.files[name]["parity"]["max_abs_logit_diff"] <= 1e-4, name
+    assert m.files["model.int8-dynamic.tflite"]["parity"]["agreement"] >= 0.95
