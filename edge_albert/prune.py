@@ -191,10 +191,12 @@ def keep_for(scores: Scores, *, layers: int, heads: int, ffn: int) -> Keep:
 def candidate_shapes(model: Any, target: float, seq: int, *, prune_hidden: bool
                      ) -> list[tuple[int, int, int]]:
     """Uniform shapes (layers, heads, ffn) no wider than ``model`` whose FLOPs at ``seq`` tokens
-    fill ``target``: at most the target, and within 5 % of it (or the FFN at its full width)."""
+    fill ``target``: at most the target and within 5 % of it. When no shape can fill it (a tiny
+    model whose attention over ``seq`` tokens dominates), the shapes at their full FFN width
+    that stay under it."""
     cfg = model.config
     d, k_max, ffn_max = head_size(cfg), cfg.num_attention_heads, cfg.intermediate_size
-    shapes = []
+    filled, capped = [], []
     for n_layers in range(1, cfg.num_hidden_layers + 1):
         for k in (range(max(1, math.ceil(k_max / 3)), k_max + 1) if prune_hidden else [k_max]):
             def f(ffn: int, n_layers: int = n_layers, k: int = k) -> int:
@@ -203,12 +205,13 @@ def candidate_shapes(model: Any, target: float, seq: int, *, prune_hidden: bool
             per_neuron = f(1) - f(0)
             room = int((target - f(0)) // per_neuron)
             ffn = min(ffn_max, room - room % FFN_MULTIPLE)
-            if ffn < FFN_MULTIPLE or f(ffn) > target:
+            if ffn < min(FFN_MULTIPLE, ffn_max) or f(ffn) > target:
                 continue
-            if f(ffn) >= 0.95 * target or (ffn == ffn_max and k == k_max \
-                    and n_layers == cfg.num_hidden_layers):
-                shapes.append((n_layers, k, ffn))
-    return shapes
+            if f(ffn) >= 0.95 * target:
+                filled.append((n_layers, k, ffn))
+            elif ffn == ffn_max:
+                capped.append((n_layers, k, ffn))
+    return filled or capped
 
 
 def choose_keep(model: Any, scores: Scores, target: float, seq: int, data: TokenizedSet,
