@@ -24,11 +24,15 @@ Usage:
   python benchmarks/peers.py --quick --out-dir /tmp/p  # a tiny random ALBERT, seconds (a test)
 
 Results: ``benchmarks/results/peers.{json,md,png}`` (``peers.quick.*`` with ``--quick``).
+
+Split by job: peer_driver.py + peer_optimum.py + peer_litert.py run in the peers' venvs,
+peer_venvs.py builds them, peers_report.py renders. This module (over 400 lines) is the measuring
+side, kept whole because its parts share one state: the project's and the peers' rows, one set of
+tokenized inputs, and one interleaved timing of every file.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -38,375 +42,24 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peer_driver import INPUTS, PEERS, VENVS, file_size, first_lines, versions
+from peer_venvs import build_venv, venv_python, venv_state
+from peers_report import markdown, plot
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
 SHARED_DATA = REPO.parent / "shared" / "data"
-INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 BUDGET_POINTS = 1.0  # a file is "usable" within this many accuracy points of torch fp32
 
-#: each peer venv: the pip requirements it is built from (torch pinned: a bare "torch" would
-#: pull a CUDA build), and the packages whose versions the rows record
-VENVS: dict[str, dict[str, Any]] = {
-    "optimum": {
-        "requirements": ["torch==2.13.0", "optimum-onnx[onnxruntime]==0.1.0", "datasets"],
-        "record": ["optimum", "optimum-onnx", "transformers", "torch", "onnx", "onnxruntime",
-                   "datasets", "numpy"],
-        # why it cannot share the project's environment: checked with pip --dry-run at build
-        "coinstall": ["optimum-onnx[onnxruntime]==0.1.0"],
-    },
-    "litert-torch": {
-        "requirements": ["torch==2.13.0", "litert-torch==0.10.0"],
-        "record": ["litert-torch", "ai-edge-quantizer", "ai-edge-litert", "litert-converter",
-                   "torchao", "transformers", "torch", "jax", "numpy"],
-        "coinstall": ["litert-torch==0.10.0"],
-    },
-}
-PEERS = ("optimum", "litert-torch", "torch.ao")
-MARKER = ".edge-albert-peer.json"
-
-
-# ------------------------------------------------------------------------------------------------
-# small helpers (stdlib only above the drivers: the peer venvs have no edge_albert)
-
-
-def _first_lines(exc: BaseException, n: int = 3, width: int = 600) -> str:
-    text = f"{type(exc).__name__}: {exc}".strip()
-    lines = [x for x in text.splitlines() if x.strip()]
-    return " | ".join(lines[:n])[:width]
-
-
-def _versions(names: Sequence[str]) -> dict[str, str]:
-    from importlib import metadata
-
-    out = {}
-    for n in names:
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            out[n] = metadata.version(n)
-    return out
-
-
-def _size(path: Path) -> int:
-    """Bytes of a model file plus its external-data file, if any."""
-    total = path.stat().st_size
-    for extra in (path.with_name(path.name + ".data"), path.with_name(path.name + "_data")):
-        if extra.is_file():
-            total += extra.stat().st_size
-    return total
-
-
-# ------------------------------------------------------------------------------------------------
-# drivers: run inside a peer's venv, write model files and a JSON list of what they did
-
-
-def _load_calibration(path: str):
-    import numpy as np
-
-    data = np.load(path)
-    return [{k: data[k][i:i + 1] for k in INPUTS} for i in range(len(data["input_ids"]))]
-
-
-def _attempt(rows: list[dict], recipe: str, short: str, fn: Callable[[], Path],
-             **extra: Any) -> Path | None:
-    """Run one recipe; record its file, or its error (a peer's failure is a result)."""
-    t = time.perf_counter()
-    try:
-        path = fn()
-        rows.append({"recipe": recipe, "short": short, "file": str(path),
-                     "seconds": round(time.perf_counter() - t, 2), **extra})
-        return path
-    except Exception as exc:
-        rows.append({"recipe": recipe, "short": short, "error": _first_lines(exc),
-                     "seconds": round(time.perf_counter() - t, 2),
-                     "traceback": traceback.format_exc()[-3000:], **extra})
-        return None
-
-
-def _driver_optimum(model_dir: Path, out: Path, calib_path: str) -> list[dict]:
-    rows: list[dict] = []
-
-    def attempt(recipe: str, short: str, fn: Callable[[], Path], **extra: Any) -> Path | None:
-        return _attempt(rows, recipe, short, fn, **extra)
-
-    export_dir = out / "export"
-
-    def export() -> Path:
-        from optimum.exporters.onnx import main_export
-
-        main_export(str(model_dir), output=str(export_dir), task="text-classification")
-        return export_dir / "model.onnx"
-
-    fp32 = attempt("fp32: main_export (task text-classification, default opset)", "fp32 export",
-                   export,
-                   precision="fp32")
-    if fp32 is None:
-        return rows
-
-    from optimum.onnxruntime import ORTOptimizer, ORTQuantizer
-    from optimum.onnxruntime.configuration import (
-        AutoCalibrationConfig,
-        AutoOptimizationConfig,
-        AutoQuantizationConfig,
-    )
-
-    def quantize(src_dir: Path, name: str, qconfig, save: str, ranges=None) -> Path:
-        q = ORTQuantizer.from_pretrained(src_dir, file_name=name)
-        q.quantize(quantization_config=qconfig, save_dir=out / save,
-                   calibration_tensors_range=ranges)
-        return out / save / (Path(name).stem + "_quantized.onnx")
-
-    attempt("int8-dynamic: ORTQuantizer, AutoQuantizationConfig.avx512_vnni(is_static=False,"
-            " per_channel=False)", "dynamic avx512_vnni", lambda: quantize(
-                export_dir, "model.onnx",
-                AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=False),
-                "dynamic-avx512vnni"), precision="int8-dynamic")
-    attempt("int8-dynamic: ORTQuantizer, AutoQuantizationConfig.arm64(is_static=False)"
-            " (per-channel)", "dynamic arm64", lambda: quantize(
-                export_dir, "model.onnx", AutoQuantizationConfig.arm64(is_static=False),
-                "dynamic-arm64"), precision="int8-dynamic")
-
-    def static() -> Path:
-        import numpy as np
-        from datasets import Dataset
-
-        feeds = _load_calibration(calib_path)
-        ds = Dataset.from_dict({k: np.concatenate([f[k] for f in feeds]).tolist() for k in INPUTS})
-        q = ORTQuantizer.from_pretrained(export_dir, file_name="model.onnx")
-        qconfig = AutoQuantizationConfig.avx512_vnni(is_static=True, per_channel=False)
-        ranges = q.fit(dataset=ds, calibration_config=AutoCalibrationConfig.minmax(ds),
-                       operators_to_quantize=qconfig.operators_to_quantize,
-                       onnx_augmented_model_name=str(out / "augmented_model.onnx"))
-        q.quantize(quantization_config=qconfig, save_dir=out / "static-avx512vnni",
-                   calibration_tensors_range=ranges)
-        return out / "static-avx512vnni" / "model_quantized.onnx"
-
-    attempt("int8-static: ORTQuantizer.fit (minmax, calibration rows) +"
-            " AutoQuantizationConfig.avx512_vnni(is_static=True, per_channel=False)",
-            "static avx512_vnni", static,
-            precision="int8-static")
-
-    def optimized(level: str) -> Callable[[], Path]:
-        def fn() -> Path:
-            opt = ORTOptimizer.from_pretrained(export_dir, file_names=["model.onnx"])
-            opt.optimize(save_dir=out / f"{level}", optimization_config=getattr(
-                AutoOptimizationConfig, level)())
-            return quantize(out / level, "model_optimized.onnx",
-                            AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=False),
-                            f"{level}-dynamic")
-        return fn
-
-    for level in ("O1", "O2"):
-        attempt(f"int8-dynamic after ORTOptimizer AutoOptimizationConfig.{level}(), avx512_vnni"
-                " per-tensor", f"{level} + dynamic", optimized(level), precision="int8-dynamic")
-    return rows
-
-
-def _driver_litert(model_dir: Path, out: Path, calib_path: str) -> list[dict]:
-    import torch
-    from transformers import AutoModelForSequenceClassification
-
-    rows: list[dict] = []
-
-    def attempt(recipe: str, short: str, fn: Callable[[], Path], **extra: Any) -> Path | None:
-        return _attempt(rows, recipe, short, fn, **extra)
-
-    class Logits(torch.nn.Module):
-        """The classifier with tensor-in, logits-out forward (what litert-torch traces)."""
-
-        def __init__(self, m) -> None:
-            super().__init__()
-            self.m = m
-
-        def forward(self, input_ids, attention_mask, token_type_ids):
-            return self.m(input_ids=input_ids, attention_mask=attention_mask,
-                          token_type_ids=token_type_ids).logits
-
-    model = Logits(AutoModelForSequenceClassification.from_pretrained(str(model_dir)).eval()).eval()
-    feeds = _load_calibration(calib_path)
-    sample = {k: torch.from_numpy(feeds[0][k]) for k in INPUTS}
-    args = tuple(sample[k] for k in INPUTS)
-
-    def fp32() -> Path:
-        import litert_torch
-
-        path = out / "fp32.tflite"
-        litert_torch.convert(model, sample_kwargs=sample).export(str(path))
-        return path
-
-    f32 = attempt("fp32: litert_torch.convert (batch 1, fixed length)", "fp32", fp32,
-                  precision="fp32")
-
-    def aeq(recipe_name: str, calibrate: bool) -> Callable[[], Path]:
-        def fn() -> Path:
-            import numpy as np
-            from ai_edge_quantizer import quantizer, recipe
-
-            qt = quantizer.Quantizer(str(f32))
-            qt.load_quantization_recipe(getattr(recipe, recipe_name)())
-            cal = None
-            if calibrate:
-                from ai_edge_litert.interpreter import Interpreter
-
-                key = next(iter(Interpreter(model_path=str(f32)).get_signature_list()))
-                data = [{k: f[k].astype(np.int32) for k in INPUTS} for f in feeds]
-                cal = qt.calibrate({key: data}, num_threads=1)
-            path = out / f"aeq-{recipe_name}.tflite"
-            qt.quantize(cal).export_model(str(path), overwrite=True)
-            return path
-        return fn
-
-    if f32 is not None:
-        attempt("int8-dynamic: AI Edge Quantizer recipe.dynamic_wi8_afp32", "AEQ dynamic", aeq(
-            "dynamic_wi8_afp32", False), precision="int8-dynamic")
-        attempt("int8-static: AI Edge Quantizer recipe.static_wi8_ai8 (calibration rows)",
-                "AEQ static", aeq("static_wi8_ai8", True), precision="int8-static")
-
-    def pt2e(dynamic: bool) -> Callable[[], Path]:
-        def fn() -> Path:
-            import litert_torch
-            from litert_torch.quantize.pt2e_quantizer import (
-                PT2EQuantizer,
-                get_symmetric_quantization_config,
-            )
-            from litert_torch.quantize.quant_config import QuantConfig
-            from torchao.quantization.pt2e import quantize_pt2e
-
-            quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(
-                is_per_channel=True, is_dynamic=dynamic))
-            m = torch.export.export(model, args).module()
-            m = quantize_pt2e.prepare_pt2e(m, quantizer)
-            with torch.no_grad():
-                for f in feeds if not dynamic else feeds[:1]:
-                    m(*(torch.from_numpy(f[k]) for k in INPUTS))
-            m = quantize_pt2e.convert_pt2e(m, fold_quantize=False)
-            path = out / f"pt2e-{'dynamic' if dynamic else 'static'}.tflite"
-            litert_torch.convert(m, args, quant_config=QuantConfig(pt2e_quantizer=quantizer)
-                                 ).export(str(path))
-            return path
-        return fn
-
-    attempt("int8-static: PT2E PT2EQuantizer(get_symmetric_quantization_config(per_channel))"
-            " + calibration rows", "PT2E static", pt2e(False), precision="int8-static")
-    attempt("int8-dynamic: PT2E PT2EQuantizer(get_symmetric_quantization_config(per_channel,"
-            " is_dynamic=True))", "PT2E dynamic", pt2e(True), precision="int8-dynamic")
-    return rows
-
-
-def driver_main(argv: Sequence[str]) -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--driver", required=True, choices=list(VENVS))
-    ap.add_argument("--model", type=Path, required=True)
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--calibration", required=True, help=".npz of padded calibration rows")
-    ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    except ImportError:
-        pass
-    args.out.mkdir(parents=True, exist_ok=True)
-    fn = _driver_optimum if args.driver == "optimum" else _driver_litert
-    try:
-        rows = fn(args.model, args.out, args.calibration)
-        fatal = None
-    except Exception as exc:
-        rows, fatal = [], {"error": _first_lines(exc), "traceback": traceback.format_exc()[-3000:]}
-    result = {"rows": rows, "fatal": fatal, "python": sys.version.split()[0],
-              "versions": _versions(VENVS[args.driver]["record"])}
-    (args.out / "driver.json").write_text(json.dumps(result, indent=2) + "\n")
-    return 0
 
 
 # ------------------------------------------------------------------------------------------------
 # peer virtual environments
-
-
-def venv_python(root: Path) -> Path:
-    return root / "bin" / "python"
-
-
-def venv_state(name: str, venvs: Path) -> dict | None:
-    """The marker of a built venv whose requirements match, else None."""
-    marker = venvs / name / MARKER
-    if not marker.is_file() or not venv_python(venvs / name).is_file():
-        return None
-    state = json.loads(marker.read_text())
-    return state if state.get("requirements") == VENVS[name]["requirements"] else None
-
-
-def _pip(python: Path | str, args: Sequence[str],
-         timeout: int = 1800) -> subprocess.CompletedProcess:
-    return subprocess.run([str(python), "-m", "pip", *args], capture_output=True, text=True,
-                          timeout=timeout, check=False)
-
-
-def _pip_error(proc: subprocess.CompletedProcess, keep: int = 12) -> str:
-    lines = [x for x in (proc.stderr + proc.stdout).splitlines()
-             if x.strip() and not x.startswith("WARNING: Location")]
-    return "\n".join(lines[-keep:])
-
-
-def coinstall_check(name: str) -> str:
-    """What pip says about installing the peer beside the project's torch and transformers."""
-    pins = []
-    for pkg in ("torch", "transformers"):
-        v = _versions([pkg]).get(pkg)
-        if v:
-            pins.append(f"{pkg}=={v.split('+')[0]}")
-    proc = _pip(sys.executable, ["install", "--dry-run", *VENVS[name]["coinstall"], *pins],
-                timeout=900)
-    text = _pip_error(proc, keep=400)
-    if proc.returncode == 0:
-        would = next((x for x in text.splitlines() if x.startswith("Would install")), "")
-        return (f"installs beside {', '.join(pins)} (pip --dry-run), but would change the"
-                f" project's environment: {would[:900]}")
-    conflict = [x.strip() for x in text.splitlines() if "depends on" in x or "requested" in x]
-    return (f"cannot install beside {', '.join(pins)}: "
-            + ("; ".join(conflict[:4]) if conflict else text.splitlines()[-1]))
-
-
-_VERSIONS_SNIPPET = """
-import json, sys
-from importlib import metadata
-out = {}
-for n in sys.argv[1:]:
-    try:
-        out[n] = metadata.version(n)
-    except metadata.PackageNotFoundError:
-        pass
-print(json.dumps(out))
-"""
-
-
-def build_venv(name: str, venvs: Path) -> dict:
-    """Create ``venvs/name`` and pip-install its requirements; the marker records the outcome."""
-    root = venvs / name
-    venvs.mkdir(parents=True, exist_ok=True)
-    reqs = VENVS[name]["requirements"]
-    print(f"[peers] building venv {root} ({' '.join(reqs)}); minutes", file=sys.stderr)
-    t = time.perf_counter()
-    if not venv_python(root).is_file():
-        base = getattr(sys, "_base_executable", sys.executable)
-        subprocess.run([base, "-m", "venv", str(root)], check=True)
-    proc = _pip(venv_python(root), ["install", "--quiet", *reqs])
-    state: dict[str, Any] = {"requirements": reqs, "seconds": round(time.perf_counter() - t, 1)}
-    if proc.returncode != 0:
-        state["install_error"] = _pip_error(proc)
-        return state  # no marker: a later run tries again
-    freeze = subprocess.run([str(venv_python(root)), "-c", _VERSIONS_SNIPPET,
-                             *VENVS[name]["record"]], capture_output=True, text=True,
-                            check=False)
-    state["versions"] = json.loads(freeze.stdout or "{}")
-    state["coinstall"] = coinstall_check(name)
-    (root / MARKER).write_text(json.dumps(state, indent=2) + "\n")
-    return state
 
 
 # ------------------------------------------------------------------------------------------------
@@ -603,8 +256,8 @@ def project_rows(model_dir: Path, work: Path, calibration: Path, *, buckets: tup
     from edge_albert.converters.spec import Format, Precision
     from edge_albert.runtime import Classifier
 
-    versions = _versions(["edge-albert", "torch", "transformers", "onnx", "onnxscript",
-                          "onnxruntime", "tensorflow"])
+    vers = versions(["edge-albert", "torch", "transformers", "onnx", "onnxscript",
+                     "onnxruntime", "tensorflow"])
     out = work / "project"
     cfg = ConvertConfig(formats=(Format.ONNX, Format.TFLITE),
                         precisions=(Precision.FP32, Precision.INT8_DYNAMIC, Precision.INT8_STATIC),
@@ -635,7 +288,7 @@ def project_rows(model_dir: Path, work: Path, calibration: Path, *, buckets: tup
                                + ("" if directory == out else f" ({directory.name})"),
                          source="run_convert" if directory == out else str(directory),
                          key=key, file=str(directory / name), precision=meta.get("precision"),
-                         size_bytes=_size(directory / name), versions=versions))
+                         size_bytes=file_size(directory / name), versions=vers))
         runners[key] = (backend_runner(directory / name, threads, backend=clf.backend), clf)
     return rows, runners
 
@@ -657,7 +310,8 @@ def peer_rows(name: str, model_dir: Path, work: Path, calib_npz: Path, *, venvs:
     info.update({k: state.get(k) for k in ("versions", "coinstall")})
     out = work / name
     t = time.perf_counter()
-    proc = subprocess.run([str(venv_python(venvs / name)), str(Path(__file__).resolve()),
+    proc = subprocess.run([str(venv_python(venvs / name)),
+                           str(Path(__file__).resolve().parent / "peer_driver.py"),
                            "--driver", name, "--model", str(model_dir), "--out", str(out),
                            "--calibration", str(calib_npz), "--threads", str(threads)],
                           capture_output=True, text=True, timeout=3600, check=False,
@@ -684,7 +338,7 @@ def peer_rows(name: str, model_dir: Path, work: Path, calib_npz: Path, *, venvs:
                        traceback=r.get("traceback"))
         else:
             path = Path(r["file"])
-            row.update(file=str(path), size_bytes=_size(path))
+            row.update(file=str(path), size_bytes=file_size(path))
         rows.append(row)
     return rows, info
 
@@ -807,7 +461,7 @@ def weight_census(path: Path) -> dict:
     try:
         c = census(path)
     except Exception as exc:
-        return {"error": _first_lines(exc)}
+        return {"error": first_lines(exc)}
     return {"int8_weight_ops": f"{sum(w.int8 for w in c.weight_ops)}/{len(c.weight_ops)}",
             "float_weight_ops": sorted({f"{w.part}:{w.weight}" for w in c.weight_ops
                                         if not w.int8}),
@@ -831,7 +485,7 @@ def measure(rows: list[dict], runners: dict[str, Runner], batches: list[dict],
             if not np.isfinite(logits).all():
                 raise RuntimeError("non-finite logits")
         except Exception as exc:
-            row.update(status="failed", error=f"runtime failed: {_first_lines(exc)}")
+            row.update(status="failed", error=f"runtime failed: {first_lines(exc)}")
             continue
         if key == "torch:fp32":
             ref = logits
@@ -855,127 +509,6 @@ def measure(rows: list[dict], runners: dict[str, Runner], batches: list[dict],
         if row.get("key") in lat:
             row.update(p50_ms=lat[row["key"]]["p50_ms"], p90_ms=lat[row["key"]]["p90_ms"],
                        min_ms=lat[row["key"]]["min_ms"], latency_calls=lat[row["key"]]["calls"])
-
-
-def markdown(result: dict) -> str:
-    rows = result["rows"]
-    lat = result["latency"]
-    what = "quick: tiny random ALBERT" if result["quick"] else result["model"]
-    L = [f"# Peers on the same student ({what})",
-         "",
-         (f"Dev: `{result['dev']}` ({result['n_dev']} rows), every file fed the same tokenized"
-         f" rows, one at a time, padded to {result['max_length']} tokens. Latency: batch 1,"
-         f" sequence {lat['seq_len']},"
-         f" {result['threads']} thread(s), {lat['calls']} calls per file over {lat['inputs']} in"
-         f" {lat['rounds']} interleaved rounds (shuffled order each round): median (p50), p90 and"
-         " the fastest call (min, the least disturbed by other load). All files run in one process"
-         " through the project's runtime backends (onnxruntime"
-         f" {result['versions'].get('onnxruntime', '?')}, ai-edge-litert"
-         f" {result['versions'].get('ai-edge-litert', '?')}); torch rows in torch"
-         f" {result['versions'].get('torch', '?')}. Load average at start:"
-         f" {result['machine']['load_average_1m']} on {result['machine']['cpus']} CPUs (a shared"
-         " box: compare rows with each other, not with other runs)."),
-         "",
-         ("| tool | recipe | size MB | int8 weight ops | accuracy % | agree % | max abs dlogit |"
-          " p50 ms | p90 ms | min ms | status |"),
-         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
-
-    def f(x, fmt):
-        return "" if x is None else format(x, fmt)
-
-    for r in rows:
-        err = (r["error"] or "").removeprefix(f"{r['status']}: ")
-        status = r["status"] if r["status"] == "ok" else f"**{r['status']}**: {err}"
-        status = status.replace("|", "\\|").replace("\n", " ")
-        L.append(f"| {r['tool']} | {r['recipe']} |"
-                 f" {f(r['size_bytes'] and r['size_bytes'] / 1e6, '.2f')} |"
-                 f" {(r.get('census') or {}).get('int8_weight_ops', '')} |"
-                 f" {f(r['accuracy'], '.2f')} | {f(r['agreement_with_torch_fp32'], '.1f')} |"
-                 f" {f(r['max_abs_logit_diff'], '.2g')} | {f(r['p50_ms'], '.3f')} |"
-                 f" {f(r['p90_ms'], '.3f')} | {f(r['min_ms'], '.3f')} | {status} |")
-    h = result["headline"]
-    L += ["", "## Headline: the project's best file against each peer's best", "",
-          (f"Rule: {h['rule']} ({h['torch_fp32_accuracy']:.2f} %). Ratios are peer / project"
-           " (above 1: the project's file is faster or smaller; speed from p50, and from the"
-           " fastest call in brackets); accuracy diff is project minus peer, in points.")]
-    for pool, title in (("all_project_files", "all the project's files"),
-                        ("run_convert_defaults", "run_convert's default files only")):
-        e = h.get(pool)
-        if not e or not e["project"]:
-            continue
-        p = e["project"]
-        L += ["", (f"Against {title}: project's best is **{p['short']}** ({p['p50_ms']:.3f}"
-                   f" ms, {p['size_bytes'] / 1e6:.2f} MB, {p['accuracy']:.2f} %)"), "",
-              ("| peer | peer's best | p50 ms | size MB | accuracy % | speed ratio | size ratio |"
-               " accuracy diff (pts) |"), "|---|---|---:|---:|---:|---:|---:|---:|"]
-        for tool, q in e["peers"].items():
-            if q.get("best") is None:
-                L.append(f"| {tool} | {q.get('note')} | | | | | | |")
-            else:
-                b = q["best"]
-                L.append(f"| {tool} | {b['short']} | {b['p50_ms']:.3f} |"
-                         f" {b['size_bytes'] / 1e6:.2f} | {b['accuracy']:.2f} |"
-                         f" {q['speed_ratio']:.2f} ({q['speed_ratio_min']:.2f}) |"
-                         f" {q['size_ratio']:.2f} | {q['accuracy_diff_points']:+.2f} |")
-    L += ["", "## Peer environments", ""]
-    for name, info in result["venvs"].items():
-        v = info.get("versions") or {}
-        L.append(f"- **{name}**: `{info['venv']}` from"
-                 f" `pip install {' '.join(info['requirements'])}`"
-                 + (f"; versions: {', '.join(f'{k} {x}' for k, x in v.items())}" if v else "")
-                 + (f". Beside the project: {info['coinstall']}" if info.get("coinstall") else "")
-                 + (f". Install error: {info['install_error']}" if info.get("install_error")
-                    else ""))
-    if result.get("notes"):
-        L += ["", "## Notes", ""] + [f"- {n}" for n in result["notes"]]
-    return "\n".join(L) + "\n"
-
-
-def plot(result: dict, path: Path) -> None:
-    """Accuracy vs p50 latency, one numbered point per measured file, marker area ~ size."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [r for r in result["rows"] if r["status"] == "ok" and r["p50_ms"] is not None]
-    failed = [r for r in result["rows"] if r["status"] != "ok"]
-    colors = {"edge-albert": "tab:blue", "optimum": "tab:orange", "litert-torch": "tab:green",
-              "torch.ao": "tab:red", "torch": "tab:gray"}
-    fig, (ax, key) = plt.subplots(1, 2, figsize=(14, 7), gridspec_kw={"width_ratios": [3, 2]})
-    biggest = max([r["size_bytes"] for r in rows] or [1])
-    for tool, color in colors.items():
-        pts = [r for r in rows if r["tool"] == tool]
-        if pts:
-            ax.scatter([r["p50_ms"] for r in pts], [r["accuracy"] for r in pts],
-                       s=[30 + 900 * r["size_bytes"] / biggest for r in pts], alpha=0.45,
-                       color=color, edgecolors="black", linewidths=0.6, label=tool)
-    lines = []
-    for i, r in enumerate(rows, 1):
-        ax.annotate(str(i), (r["p50_ms"], r["accuracy"]), fontsize=8, weight="bold",
-                    xytext=(3, 3), textcoords="offset points")
-        lines.append(f"{i:>2}  {r['short']}: {r['size_bytes'] / 1e6:.2f} MB, {r['p50_ms']:.2f} ms,"
-                     f" {r['accuracy']:.2f} %")
-    lines += ["", "not plotted:"] + [f"    {r['short']}: {r['status']}" for r in failed] \
-        if failed else []
-    ax.set_xscale("log")
-    from matplotlib.ticker import FormatStrFormatter
-
-    ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
-    ax.xaxis.set_minor_formatter(FormatStrFormatter("%g"))
-    ax.tick_params(axis="x", which="minor", labelsize=7)
-    ax.set_xlabel(f"p50 latency, ms (log; batch 1, seq {result['max_length']},"
-                  f" {result['threads']} thread(s))")
-    ax.set_ylabel(f"dev accuracy, % ({result['n_dev']} rows)")
-    ax.set_title("Same ALBERT student, every tool's files (marker area ~ file size)", fontsize=10)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(loc="lower right", markerscale=0.4, fontsize=8)
-    key.axis("off")
-    key.text(0, 1, "\n".join(lines), va="top", family="monospace", fontsize=7.5,
-             transform=key.transAxes)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -1073,12 +606,12 @@ def _main(args, tmp: Path, log: Callable[[str], None], t0: float) -> dict:
 
     rows: list[dict] = []
     runners: dict[str, Any] = {}
-    torch_versions = _versions(["torch", "transformers"])
+    torch_versions = versions(["torch", "transformers"])
     ref_path = work / "torch.fp32.pt"
     torch.save(model.state_dict(), ref_path)
     rows.append(_row("torch", "fp32 reference (transformers AlbertForSequenceClassification)",
                      short="torch fp32", key="torch:fp32", file=str(ref_path), precision="fp32",
-                     size_bytes=_size(ref_path), versions=torch_versions))
+                     size_bytes=file_size(ref_path), versions=torch_versions))
     runners["torch:fp32"] = torch_runner(model)
 
     if "torch.ao" in peers:
@@ -1095,12 +628,12 @@ def _main(args, tmp: Path, log: Callable[[str], None], t0: float) -> dict:
                 rows.append(_row("torch.ao", "int8-dynamic: torch.ao.quantization.quantize_dynamic"
                                  "({nn.Linear}, qint8), run in torch", short="torch.ao dynamic",
                                  key="torch.ao:dynamic",
-                                 file=str(path), precision="int8-dynamic", size_bytes=_size(path),
+                                 file=str(path), precision="int8-dynamic", size_bytes=file_size(path),
                                  versions=torch_versions))
                 runners["torch.ao:dynamic"] = torch_runner(q)
             except Exception as exc:
                 rows.append(_row("torch.ao", "int8-dynamic: torch.ao.quantization.quantize_dynamic",
-                                 status="failed", error=f"quantize failed: {_first_lines(exc)}",
+                                 status="failed", error=f"quantize failed: {first_lines(exc)}",
                                  versions=torch_versions))
         dep = sorted({str(w.message).splitlines()[0][:200] for w in caught
                       if issubclass(w.category, (DeprecationWarning, FutureWarning))})
@@ -1131,7 +664,7 @@ def _main(args, tmp: Path, log: Callable[[str], None], t0: float) -> dict:
                     if any(fixed):
                         r["fixed_shape"] = fixed
                 except Exception as exc:
-                    r.update(status="failed", error=f"runtime cannot load: {_first_lines(exc)}")
+                    r.update(status="failed", error=f"runtime cannot load: {first_lines(exc)}")
         rows += prow
 
     measure(rows, runners, batches, latency_feeds, gold, iters=iters, rounds=rounds, warmup=3,
@@ -1158,7 +691,7 @@ def _main(args, tmp: Path, log: Callable[[str], None], t0: float) -> dict:
                     "rounds": rounds, "warmup": 3, "inputs": f"{len(latency_feeds)} dev rows"},
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
                     "cpus": os.cpu_count(), "load_average_1m": round(os.getloadavg()[0], 2)},
-        "versions": _versions(["edge-albert", "torch", "transformers", "onnx", "onnxruntime",
+        "versions": versions(["edge-albert", "torch", "transformers", "onnx", "onnxruntime",
                                "tensorflow", "ai-edge-litert", "numpy"]),
         "torch_fp32_accuracy": ref_acc,
         "rows": [{k: v for k, v in r.items() if k not in ("key", "traceback")} for r in rows],
@@ -1180,6 +713,4 @@ def _main(args, tmp: Path, log: Callable[[str], None], t0: float) -> dict:
 
 
 if __name__ == "__main__":
-    if "--driver" in sys.argv[1:]:
-        sys.exit(driver_main(sys.argv[1:]))
     main()

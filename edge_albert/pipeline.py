@@ -245,10 +245,9 @@ class Pipeline:
         return self.run / "teacher" if trained else Path(teacher.model)
 
     def run_tokenizer(self, config: TokenizerConfig, data: dict[str, Path], out: Path) -> None:
-        from .tokenizer_train import train_tokenizer, training_sentences
+        from .tokenizer_train import run_tokenizer
 
-        train_tokenizer(config, training_sentences([data["train"]]), out, sources=[data["train"]],
-                        force=True)
+        run_tokenizer(config, [data["train"]], out, force=True)
 
     def run_teacher(self, config: FinetuneConfig, data: dict[str, Path], out: Path) -> None:
         from .data import read_dataset

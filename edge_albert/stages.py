@@ -15,7 +15,7 @@ import importlib
 from typing import Any
 
 _HOME = {
-    "TokenizerConfig": ".config", "train_tokenizer": ".tokenizer_train",
+    "TokenizerConfig": ".config", "run_tokenizer": ".tokenizer_train",
     "FinetuneConfig": ".config", "run_finetune": ".finetune",
     "DistillConfig": ".config", "run_distill": ".distill",
     "TrimVocabConfig": ".trim_vocab", "run_trim_vocab": ".trim_vocab",

@@ -39,6 +39,16 @@ def training_sentences(paths: Sequence[str | Path]) -> list[str]:
     return out
 
 
+def run_tokenizer(config: TokenizerConfig, data_files: Sequence[str | Path], out_dir: str | Path,
+                  *, force: bool = False, progress: bool | None = None) -> Manifest:
+    """The tokenizer stage: a SentencePiece model trained on every text of ``data_files``.
+
+    (``progress`` is the stage contract's; training takes seconds and shows none.)"""
+    del progress
+    return train_tokenizer(config, training_sentences(data_files), out_dir, sources=data_files,
+                           force=force)
+
+
 def train_tokenizer(
     config: TokenizerConfig,
     sentences: Iterable[str],

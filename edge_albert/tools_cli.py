@@ -89,12 +89,11 @@ def tokenizer_train(data_files: tuple[Path, ...], vocab_size: int | None, config
       edge-albert tokenizer train --data ../shared/data/sst2/train.tsv --vocab-size 8000 --out tok/
     """
     from .config import TokenizerConfig, cli_overrides, load_sections
-    from .tokenizer_train import train_tokenizer, training_sentences
+    from .tokenizer_train import run_tokenizer
 
     sets = list(overrides) + cli_overrides("tokenizer", vocab_size=vocab_size)
     cfg = load_sections({"tokenizer": TokenizerConfig}, config_file, sets)["tokenizer"]
-    sentences = training_sentences(data_files)
-    manifest = train_tokenizer(cfg, sentences, out, sources=data_files, force=force)
+    manifest = run_tokenizer(cfg, data_files, out, force=force)
     click.echo(f"wrote {out} ({manifest.extra['vocab_size']} pieces from"
                f" {manifest.extra['sentences']:,} sentences)")
 

@@ -144,10 +144,11 @@ def _remap_added_tokens_decoder(path: Path, piece_of: dict[int, str], new: dict[
 def run_trim_vocab(cfg: TrimVocabConfig, model_dir: str | Path, corpus: Sequence[str | Path],
                    out_dir: str | Path, *, dev: Dataset | None = None,
                    force: bool = False,
-                   progress: bool | None = None) -> Manifest:  # noqa: ARG001 - the stage contract's
+                   progress: bool | None = None) -> Manifest:
     """Write a copy of the classifier in ``model_dir`` with the trimmed vocabulary to ``out_dir``.
 
     (``progress`` is the stage contract's; trimming takes seconds and shows none.)"""
+    del progress
     import numpy as np
     import torch
 

@@ -104,3 +104,20 @@ def test_quick_soak_records_rss_and_latency_per_window(tmp_path, work):
         assert r["end_rss_mb"] == r["windows"][-1]["rss_mb"] and r["start_rss_mb"] > 0
         assert r["p99_drift"] == pytest.approx(r["p99_last_ms"] / r["p99_first_ms"], rel=1e-2)
     assert "| model.int8-dynamic.tflite |" in (tmp_path / "soak.quick.md").read_text()
+
+
+@pytest.mark.slow
+def test_quick_frontier_places_every_model_by_accuracy_latency_and_size(tmp_path, work):
+    assert load("frontier").main(["--quick", "--out-dir", str(tmp_path), "--work", str(work),
+                                  "--budget", "0.2"]) == 0
+    saved = json.loads((tmp_path / "frontier_sst2.quick.json").read_text())
+    assert set(saved["models"]) == {"teacher", "student"}
+    for name, m in saved["models"].items():
+        for label in ("onnx int8", "tflite int8"):
+            f = m["files"][label]
+            assert f["size_bytes"] > 0 and 0.0 <= f["dev_accuracy"] <= 1.0, (name, label)
+            assert m["latency_ms"][label]["p50_ms"] > 0, (name, label)
+    assert saved["models"]["teacher"]["latency_ms"]["torch fp32"]["p50_ms"] > 0
+    assert saved["machine"]["isa"] and saved["machine"]["flags"] is not None
+    assert (tmp_path / "frontier_sst2.quick.png").stat().st_size > 0
+    assert "| teacher |" in (tmp_path / "frontier_sst2.quick.md").read_text()

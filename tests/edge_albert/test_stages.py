@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-STAGES = ("run_finetune", "run_distill", "run_trim_vocab", "run_quantize", "run_convert",
+STAGES = ("run_tokenizer", "run_finetune", "run_distill", "run_trim_vocab", "run_quantize", "run_convert",
           "run_validate", "run_bundle")
 
 
