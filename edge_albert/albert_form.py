@@ -225,6 +225,45 @@ def share_layers(model: Any, groups: int) -> Any:
     return out
 
 
+@torch.no_grad()
+def factorise_embeddings(model: Any, size: int) -> Any:
+    """``model`` with its word embeddings factorised to ``size`` by a truncated SVD (V x E_old =
+    U S V^T -> V x ``size`` = U_k S_k), position and token-type tables projected on the same
+    basis, and ``embedding_hidden_mapping_in`` folded with the old LayerNorm's gain and bias.
+
+    The embedding LayerNorm then normalises ``size`` dimensions instead of E_old: for centred
+    inputs LN_old(x) ~ sqrt(E_old / size) * LN_new(y) V_k^T when x = y V_k^T, which the mapping
+    absorbs; it is an approximation that the recovery distillation after it closes.
+    """
+    from transformers import AlbertForSequenceClassification
+
+    emb, enc = model.albert.embeddings, model.albert.encoder
+    old = emb.word_embeddings.weight.shape[1]
+    if not 1 <= size < old:
+        raise ModelError(f"embedding size {size} must be between 1 and the current {old}")
+    _, _, vt = torch.linalg.svd(emb.word_embeddings.weight.float(), full_matrices=False)
+    basis = vt[:size]  # size x E_old, orthonormal rows
+    cfg = copy.deepcopy(model.config)
+    cfg.embedding_size = size
+    out = AlbertForSequenceClassification(cfg).eval()
+    state = {k: v for k, v in model.state_dict().items()
+             if not k.startswith(("albert.embeddings.", "albert.encoder.embedding_hidden"))}
+    out.load_state_dict(state, strict=False)
+    new = out.albert.embeddings
+    new.word_embeddings.weight.copy_(emb.word_embeddings.weight @ basis.T)
+    new.position_embeddings.weight.copy_(emb.position_embeddings.weight @ basis.T)
+    new.token_type_embeddings.weight.copy_(emb.token_type_embeddings.weight @ basis.T)
+    new.LayerNorm.weight.fill_(1.0)
+    new.LayerNorm.bias.zero_()
+    gamma, beta = emb.LayerNorm.weight, emb.LayerNorm.bias
+    w, b = enc.embedding_hidden_mapping_in.weight, enc.embedding_hidden_mapping_in.bias
+    mapping = out.albert.encoder.embedding_hidden_mapping_in
+    mapping.weight.copy_((w * gamma) @ basis.T * (old / size) ** 0.5)
+    mapping.bias.copy_(b + w @ beta)
+    out.config._attn_implementation = model.config._attn_implementation
+    return out
+
+
 def skip_layers(model: Any, drop: Sequence[int]) -> Any:
     """``model`` without the layer groups in ``drop`` (everything else kept)."""
     full = full_keep(model)
@@ -269,5 +308,6 @@ def write_albert_form(model_dir: str | Path, out_dir: str | Path, *, force: bool
     return w.manifest
 
 
-__all__ = ["SUPPORTED", "Keep", "full_keep", "head_size", "max_logit_diff", "share_layers",
+__all__ = ["SUPPORTED", "Keep", "factorise_embeddings", "full_keep", "head_size",
+           "max_logit_diff", "share_layers",
            "skip_layers", "slice_albert", "to_albert", "write_albert_form"]

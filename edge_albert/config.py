@@ -355,6 +355,7 @@ class DistillConfig(TrainConfig):
     prune_score_batches: int = 32
     prune_hidden: bool = True
     share_groups: int = 0  # > 0: after pruning, merge the layers into this many shared groups
+    embedding_size: int = 0  # > 0: after pruning, factorise the word embeddings to this size
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -368,8 +369,8 @@ class DistillConfig(TrainConfig):
             raise ConfigError(f"flops is a fraction of the teacher's FLOPs: expected a number"
                               f" between 0 and 1 (exclusive), got {self.flops}",
                               key="distill.flops")
-        if self.share_groups < 0:
-            raise ValueError(f"share_groups must be >= 0, got {self.share_groups}")
+        if self.share_groups < 0 or self.embedding_size < 0:
+            raise ValueError("share_groups and embedding_size must be >= 0")
         if self.prune_steps < 1 or self.prune_score_batches < 1:
             raise ValueError("prune_steps and prune_score_batches must be >= 1")
         if any(i < 0 for i in self.teacher_layers):

@@ -25,6 +25,8 @@ teacher's at ``max_length`` tokens):
 With ``share_groups`` = G, a last step applies ALBERT's cross-layer sharing to the pruned student:
 its layers are merged, in order, into G shared groups (each group's weights the mean of its
 layers'), which divides the encoder's parameters by L / G at the same FLOPs, and recovers again.
+With ``embedding_size`` = E, a last step factorises the embedding table to V x E by SVD (ALBERT's
+factorised embedding; vocabulary trimming is the other way to shrink it) and recovers again.
 
 Each finished step is saved in the run's checkpoint folder (its shape, the student), so a killed
 run resumes at the step it was in.
@@ -46,6 +48,7 @@ from torch import nn
 from .albert_form import (
     Keep,
     check_unshared,
+    factorise_embeddings,
     head_size,
     share_layers,
     skip_layers,
@@ -266,19 +269,22 @@ def prune_and_recover(cfg: DistillConfig, albert: Any, teacher: Any, data: Token
     plan: list[tuple[str, int]] = [("prune", s) for s in range(1, cfg.prune_steps + 1)]
     if cfg.share_groups:
         plan.append(("share", cfg.share_groups))
+    if cfg.embedding_size:
+        plan.append(("factorise", cfg.embedding_size))
     per_step = max(1, steps_total // len(plan))
     model = albert
     origin_layers = list(range(model.config.num_hidden_layers))
     origin_hidden = list(range(model.config.hidden_size))
     phases: list[dict[str, Any]] = []
     for k, (kind, arg) in enumerate(plan, 1):
-        pdir = ckpt / (f"prune-{arg}" if kind == "prune" else "share")
+        pdir = ckpt / (f"prune-{arg}" if kind == "prune" else kind)
         target = teacher_flops * cfg.flops ** (arg / cfg.prune_steps) if kind == "prune" else 0
         done = pdir / "done.json"
         if resume and done.is_file():
             info = json.loads(done.read_text())
             model = (slice_albert(model, keep_from_json(info["keep"])) if kind == "prune"
-                     else share_layers(model, arg))
+                     else share_layers(model, arg) if kind == "share"
+                     else factorise_embeddings(model, arg))
             model.load_state_dict(torch.load(pdir / "student.pt", map_location="cpu",
                                              weights_only=True))
             origin_layers, origin_hidden = info["origin_layers"], info["origin_hidden"]
@@ -289,6 +295,8 @@ def prune_and_recover(cfg: DistillConfig, albert: Any, teacher: Any, data: Token
         keep = None
         if kind == "share":  # ALBERT's cross-layer sharing after pruning: groups of layers merged
             model = share_layers(model, arg)
+        elif kind == "factorise":  # ALBERT's factorised embedding: V x E, then E -> H
+            model = factorise_embeddings(model, arg)
         else:
             planned = pdir / "plan.json"
             if resume and planned.is_file():  # killed while recovering: the same cut, no rescoring
@@ -323,6 +331,7 @@ def prune_and_recover(cfg: DistillConfig, albert: Any, teacher: Any, data: Token
         summary = {"step": k, "kind": kind, "target_flops": int(target),
                    "flops": model_flops(model, cfg.max_length), "layers": origin_layers,
                    "groups": model.config.num_hidden_groups,
+                   "embedding_size": model.config.embedding_size,
                    "heads": model.config.num_attention_heads, "hidden": model.config.hidden_size,
                    "ffn": model.config.intermediate_size, "recover_steps": phase_cfg.max_steps,
                    "best_step": result["best_step"], "dev": result["best"],
@@ -334,7 +343,7 @@ def prune_and_recover(cfg: DistillConfig, albert: Any, teacher: Any, data: Token
                                             "origin_hidden": origin_hidden}))
     with open(ckpt / "train_log.jsonl", "w", encoding="utf-8") as log:  # the steps' logs, in order
         for k, (kind, arg) in enumerate(plan, 1):
-            part = ckpt / (f"prune-{arg}" if kind == "prune" else "share") / "train_log.jsonl"
+            part = ckpt / (f"prune-{arg}" if kind == "prune" else kind) / "train_log.jsonl"
             lines = part.read_text(encoding="utf-8").splitlines() if part.is_file() else []
             log.writelines(json.dumps({"prune_step": k, **json.loads(x)}) + "\n" for x in lines)
     return model, {"phases": phases, "teacher_layers_kept": origin_layers, "steps": steps_total,

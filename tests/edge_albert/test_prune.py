@@ -307,3 +307,29 @@ def test_a_bert_classifier_converts_to_tflite_through_its_albert_form(wide_teach
         # against its ALBERT form, which equals the BERT within 1e-4 (checked before converting)
         assert m.files[name]["parity"]["max_abs_logit_diff"] <= 1e-4, name
     assert m.files["model.int8-dynamic.tflite"]["parity"]["agreement"] >= 0.95
+
+
+def test_factorised_embeddings_keep_the_top_singular_directions():
+    from edge_albert.albert_form import factorise_embeddings
+
+    albert = to_albert(_random_classifier("bert", 300))
+    small = factorise_embeddings(albert, 16)
+    assert small.config.embedding_size == 16
+    assert small.albert.embeddings.word_embeddings.weight.shape == (300, 16)
+    assert small.albert.encoder.embedding_hidden_mapping_in.weight.shape == (64, 16)
+    w = albert.albert.embeddings.word_embeddings.weight
+    _, _, vt = torch.linalg.svd(w, full_matrices=False)
+    got = small.albert.embeddings.word_embeddings.weight
+    assert torch.allclose(got, w @ vt[:16].T, atol=1e-5)  # the rank-16 projection
+    with pytest.raises(ModelError, match="embedding size 64"):
+        factorise_embeddings(albert, 64)
+
+
+def test_pruned_student_with_factorised_embeddings(wide_teacher, task, tmp_path):
+    from edge_albert.modeling import load_classifier
+
+    cfg = DistillConfig(**{**PRUNE, "prune_steps": 1, "flops": 0.5}, embedding_size=16)
+    m = run_distill(cfg, wide_teacher, *task, tmp_path / "s", progress=False)
+    assert m is not None
+    assert [p["kind"] for p in m.extra["prune"]["phases"]] == ["prune", "factorise"]
+    assert load_classifier(tmp_path / "s").config.embedding_size == 16
