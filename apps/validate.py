@@ -181,7 +181,7 @@ def validate_bundle(
     ds = read_dataset(bundle.eval_path, text_columns=ev.get("text_columns"),
                       label_column=ev.get("label_column"))
     labels = bundle.labels or ds.label_names()
-    gold = np.asarray(ds.label_ids(labels), dtype=np.int64)
+    gold = np.asarray(ds.label_ids(labels, ev.get("label_map")), dtype=np.int64)
     texts = ds.inputs()
     ref = bundle.reference()
     if len(ref.predictions) != len(gold):

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data import Dataset
+from ..data import Dataset, Texts
 from ..errors import DataError
 from ..runtime.tokenizer import TextTokenizer, pick_bucket
 from .spec import INPUT_NAMES, ExportSpec
@@ -97,7 +97,7 @@ class CalibrationSet:
                 "by_bucket": self.lengths}
 
 
-def _token_lengths(tok: TextTokenizer, ds: Dataset, max_length: int) -> np.ndarray:
+def _token_lengths(tok: TextTokenizer, ds: Dataset | Texts, max_length: int) -> np.ndarray:
     enc = tok.encode(list(ds.texts), list(ds.pairs) if ds.pairs else None, max_length=max_length,
                      pad_to=max_length)
     return enc.lengths.astype(np.int64)
@@ -129,7 +129,13 @@ def stratified_indices(labels: Sequence[str], lengths: Sequence[int] | np.ndarra
     return picked
 
 
-def _rows(tok: TextTokenizer, ds: Dataset, idx: Sequence[int], spec: ExportSpec) -> list[Feed]:
+def _labels(ds: Dataset | Texts) -> Sequence[str]:
+    """A labelled file's labels (to balance the draw), or one stratum for unlabelled text."""
+    return ds.labels if isinstance(ds, Dataset) else ("",) * len(ds)
+
+
+def _rows(tok: TextTokenizer, ds: Dataset | Texts, idx: Sequence[int], spec: ExportSpec
+          ) -> list[Feed]:
     feeds = []
     for i in idx:
         enc = tok.encode([ds.texts[i]], [ds.pairs[i]] if ds.pairs else None,
@@ -138,29 +144,30 @@ def _rows(tok: TextTokenizer, ds: Dataset, idx: Sequence[int], spec: ExportSpec)
     return feeds
 
 
-def build_calibration(ds: Dataset, tok: TextTokenizer, *, spec: ExportSpec,
+def build_calibration(ds: Dataset | Texts, tok: TextTokenizer, *, spec: ExportSpec,
                       size: int = DEFAULT_SIZE, seed: int = 0) -> CalibrationSet:
     """``size`` examples of ``ds`` (stratified by label and length) as bucket-padded feeds."""
     if len(ds) == 0:
         raise DataError("calibration file has no rows", where=ds.path)
     lengths = _token_lengths(tok, ds, spec.max_length)
-    idx = stratified_indices(ds.labels, lengths, size, seed=seed)
+    labels = _labels(ds)
+    idx = stratified_indices(labels, lengths, size, seed=seed)
     feeds = _rows(tok, ds, idx, spec)
     by_label: dict[str, int] = defaultdict(int)
     by_bucket: dict[str, int] = defaultdict(int)
     for i, f in zip(idx, feeds):
-        by_label[ds.labels[i]] += 1
+        by_label[labels[i] or "(unlabelled)"] += 1
         by_bucket[str(f["input_ids"].shape[1])] += 1
     return CalibrationSet(tuple(feeds), str(ds.path), dict(sorted(by_label.items())),
                           dict(sorted(by_bucket.items(), key=lambda kv: int(kv[0]))), tok.pad_id)
 
 
-def parity_feeds(ds: Dataset, tok: TextTokenizer, *, spec: ExportSpec, n: int = 256,
+def parity_feeds(ds: Dataset | Texts, tok: TextTokenizer, *, spec: ExportSpec, n: int = 256,
                  batch_size: int = 32, seed: int = 1) -> list[Feed]:
     """Up to ``n`` rows of ``ds`` as padded batches: rows grouped by bucket, each batch padded to
     its bucket (so nearly every row carries padding)."""
     lengths = _token_lengths(tok, ds, spec.max_length)
-    idx = stratified_indices(ds.labels, lengths, n, seed=seed)
+    idx = stratified_indices(_labels(ds), lengths, n, seed=seed)
     by_bucket: dict[int, list[int]] = defaultdict(list)
     for i in idx:
         by_bucket[pick_bucket(int(lengths[i]), spec.buckets, spec.max_length)].append(i)

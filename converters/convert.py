@@ -227,11 +227,11 @@ def run_convert(config: ConvertConfig, model_dir: str | Path, out_dir: str | Pat
                 progress: bool | None = None) -> Manifest:
     """Convert the classifier in ``model_dir`` into ``out_dir`` (see the module docstring).
 
-    ``calibration`` is a labelled data file of the task: its text calibrates int8-static and
-    provides the padded real inputs for parity (without it, parity uses random token ids and
-    int8-static cannot run).
+    ``calibration`` is text of the task (a data file, its labels only balance the draw, or plain
+    text, one per line): it calibrates int8-static and provides the padded real inputs for
+    parity (without it, parity uses random token ids and int8-static cannot run).
     """
-    from ..data import read_dataset
+    from ..data import read_calibration
     from ..errors import DataError
     from ..modeling import copy_tokenizer_files
     from .calibration import build_calibration, parity_feeds, synthetic_parity_feeds
@@ -246,11 +246,12 @@ def run_convert(config: ConvertConfig, model_dir: str | Path, out_dir: str | Pat
     cal: CalibrationSet | None = None
     if calibration is not None:
         try:
-            ds = read_dataset(calibration, label_names=labels)
+            ds = read_calibration(calibration)  # text: a label column only balances the draw
         except DataError as exc:
             if exc.hint and "column" in exc.hint:
                 exc.hint = ("the calibration file needs a known layout, e.g. a header"
-                            " 'sentence<TAB>label' (see 'edge-albert data inspect')")
+                            " 'sentence<TAB>label' or plain text, one per line (see"
+                            " 'edge-albert data inspect')")
             raise
         cal = build_calibration(ds, tok, spec=spec, size=config.calibration_size, seed=config.seed)
         batches = parity_feeds(ds, tok, spec=spec, n=config.parity_examples, seed=config.seed + 1)

@@ -248,7 +248,7 @@ def run_quantize(config: QuantizeConfig, model_dir: str | Path, out_dir: str | P
     ``calibration`` and ``dev`` are labelled data files of the task: the first calibrates the
     int8-static recipes and gives the inputs of the parity check, the second judges accuracy.
     """
-    from ..data import read_dataset
+    from ..data import label_mapping, read_calibration, read_dataset
     from ..modeling import copy_tokenizer_files
     from .calibration import build_calibration, parity_feeds
     from .convert import Steps, describe_file, load_source
@@ -260,8 +260,11 @@ def run_quantize(config: QuantizeConfig, model_dir: str | Path, out_dir: str | P
     spec = config.spec
     model, tok, labels, params = load_source(model_dir, spec, formats=tuple(plan))
     cfg = model.config
-    dev_ds = read_dataset(dev, label_names=labels)
-    cal_ds = read_dataset(calibration, label_names=labels)
+    dev_ds = read_dataset(dev)
+    mapping = label_mapping(dev_ds.labels, labels, config.label_map, where=dev)
+    if set(mapping.values()) - set(labels):
+        read_dataset(dev, label_names=labels)  # names the first line with a label the model lacks
+    cal_ds = read_calibration(calibration)
     if cal_ds.is_pair != dev_ds.is_pair:
         raise DataError(f"the calibration file is a {'pair' if cal_ds.is_pair else 'single'}-text"
                         f" task but the dev file a {'pair' if dev_ds.is_pair else 'single'}-text"
@@ -272,7 +275,7 @@ def run_quantize(config: QuantizeConfig, model_dir: str | Path, out_dir: str | P
     ref = torch_logits(model, batches)
     if not all(np.isfinite(r).all() for r in ref):
         raise ConversionError("the torch model itself returns non-finite logits", where=model_dir)
-    gold = np.asarray(dev_ds.label_ids(labels))
+    gold = np.asarray(dev_ds.label_ids(labels, mapping))
 
     names: list[str] = []
     for fmt, recipes in plan.items():

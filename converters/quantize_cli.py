@@ -41,6 +41,9 @@ from ..cli_common import CONTEXT, csv_list, native_logs_muted
               help="Padded sequence lengths the runtime uses, e.g. 32,64,128 (the default);"
                    " latency is measured at the largest.")
 @click.option("--calibration-size", type=int, default=None, help="Calibration examples (200).")
+@click.option("--label-map", default=None, metavar="DATA=MODEL,...",
+              help="How the data's labels name the model's, e.g. 0=negative,1=positive (default:"
+                   " the same names, or integer i for a model's LABEL_i).")
 @click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
               help="TOML file with a [quantize] table.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
@@ -54,7 +57,8 @@ from ..cli_common import CONTEXT, csv_list, native_logs_muted
 def quantize_command(ctx: click.Context, model_dir: Path, calibration: Path, dev: Path, out: Path,
                      search: bool, recipes: tuple[str, ...], max_drop: float | None,
                      backends: str | None, threads: int | None, seq_len: int | None,
-                     buckets: str | None, calibration_size: int | None, config_file: Path | None,
+                     buckets: str | None, calibration_size: int | None, label_map: str | None,
+                     config_file: Path | None,
                      overrides: tuple[str, ...], force: bool, quiet: bool) -> None:
     """Find the fastest int8 recipe that keeps accuracy, per backend (ONNX Runtime, TFLite).
 
@@ -87,7 +91,7 @@ def quantize_command(ctx: click.Context, model_dir: Path, calibration: Path, dev
         "quantize", recipes=",".join(names) if names else None, backends=backends,
         max_drop=max_drop, threads=threads,
         buckets=f"[{seq_len}]" if seq_len is not None else buckets,
-        calibration_size=calibration_size)
+        calibration_size=calibration_size, label_map=label_map)
     config = load_sections({"quantize": QuantizeConfig}, config_file, sets)["quantize"]
     verbose = bool(ctx.find_root().obj and ctx.find_root().obj.get("verbose"))
     try:

@@ -158,6 +158,7 @@ class QuantizeConfig:
     latency_warmup: int = 3
     threads: int = 2
     seed: int = 0
+    label_map: str = ""  # "0=negative,1=positive": the dev file's labels -> the model's
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__

@@ -37,7 +37,7 @@ import numpy as np
 
 from .artifacts import Manifest, sha256_file, verify, write_artifact
 from .bundle_android import android_inputs, android_script
-from .data import read_dataset
+from .data import label_mapping, read_dataset
 from .errors import ArtifactError, ConfigError, DataError
 from .runtime.tokenizer import TOKENIZER_FILES
 
@@ -73,6 +73,7 @@ class BundleConfig:
     label_column: str = ""  # empty: detected
     threads: int = 2
     pin_versions: bool = True
+    label_map: str = ""  # "0=negative,1=positive": the eval file's labels -> the model's
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -261,7 +262,8 @@ def run_bundle(config: BundleConfig, artifacts_dir: str | Path, data_file: str |
     if not labels and (conv.path / "labels.txt").is_file():
         labels = [x for x in (conv.path / "labels.txt").read_text(encoding="utf-8").splitlines() if x]
     labels = labels or ds.label_names()
-    gold = ds.label_ids(labels)
+    mapping = label_mapping(ds.labels, labels, config.label_map, where=data_file)
+    gold = ds.label_ids(labels, mapping)
     texts = ds.inputs()
     names = _pick_models(conv, config)
     eval_sha = sha256_file(data_file)
@@ -291,7 +293,7 @@ def run_bundle(config: BundleConfig, artifacts_dir: str | Path, data_file: str |
             "models": names,
             "eval": {"path": eval_rel, "rows": len(texts), "sha256": eval_sha,
                      "source": str(data_file.resolve()), "text_columns": list(ds.text_columns),
-                     "label_column": ds.label_column},
+                     "label_column": ds.label_column, "label_map": mapping},
             "reference": {"file": "eval/reference.json", "name": ref["name"],
                           "accuracy": ref["accuracy"], "f1": ref["f1"],
                           "produced_by": ref["produced_by"]},

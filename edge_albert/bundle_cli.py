@@ -37,11 +37,14 @@ from .cli_common import CONTEXT, csv_list
 @click.option("--text-column", "text_columns", multiple=True,
               help="Text column by name or index (twice for pairs). Default: detected.")
 @click.option("--label-column", default=None, help="Label column. Default: detected.")
+@click.option("--label-map", default=None, metavar="DATA=MODEL,...",
+              help="How the data's labels name the model's, e.g. 0=negative,1=positive (default:"
+                   " the same names, or integer i for a model's LABEL_i).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Bundle directory.")
 @click.option("--force", is_flag=True, help="Replace --out if it exists.")
 def bundle_command(artifacts_dir: Path, target: str, data_file: Path, reference: str,
                    models: str | None, text_columns: tuple[str, ...], label_column: str | None,
-                   out: Path, force: bool) -> None:
+                   label_map: str | None, out: Path, force: bool) -> None:
     """A folder to copy to a Raspberry Pi or an Android phone; its results merge into the report.
 
     \b
@@ -53,7 +56,8 @@ def bundle_command(artifacts_dir: Path, target: str, data_file: Path, reference:
     from .bundle import BundleConfig, Target, run_bundle
 
     cfg = BundleConfig(target=Target(target), models=csv_list(models), reference=reference,
-                       text_columns=text_columns, label_column=label_column or "")
+                       text_columns=text_columns, label_column=label_column or "",
+                       label_map=label_map or "")
     manifest = run_bundle(cfg, artifacts_dir, data_file, out, force=force,
                           progress=lambda s: click.echo(s, err=True))
     models_in = manifest.extra.get("models", [])

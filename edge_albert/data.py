@@ -14,7 +14,7 @@ import io
 import json
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,15 +55,20 @@ class Dataset:
         """The labels in a stable order: numeric order if every label is an integer, else sorted."""
         return sort_labels(set(self.labels))
 
-    def label_ids(self, names: Sequence[str]) -> list[int]:
-        """Map labels to ids by ``names``; DataError naming labels the mapping lacks."""
+    def label_ids(self, names: Sequence[str], mapping: Mapping[str, str] | None = None
+                  ) -> list[int]:
+        """Map labels to ids by ``names`` (after ``mapping``, data label -> model label, when
+        given); DataError naming labels the mapping lacks."""
         index = {n: i for i, n in enumerate(names)}
+        if mapping:
+            index = {d: index[m] for d, m in mapping.items() if m in index}
         unknown = sorted(set(self.labels) - set(index))
         if unknown:
             raise DataError(
                 f"label(s) {', '.join(map(repr, unknown[:5]))} not among the known labels"
                 f" {list(names)}", where=self.path,
-                hint="the labels must be those the model (or the train file) was built with")
+                hint="the labels must be those the model (or the train file) was built with,"
+                     " or map them with --label-map DATA=MODEL,... (e.g. 0=negative,1=positive)")
         return [index[x] for x in self.labels]
 
     def inputs(self) -> list[str] | list[tuple[str, str]]:
@@ -279,6 +284,11 @@ class Texts:
     def __len__(self) -> int:
         return len(self.texts)
 
+    def subset(self, idx: Sequence[int]) -> Texts:
+        return Texts(self.path, tuple(self.texts[i] for i in idx),
+                     None if self.pairs is None else tuple(self.pairs[i] for i in idx),
+                     self.ignored_labels)
+
 
 def read_texts(path: str | Path) -> Texts:
     """Unlabelled text: a TSV/CSV/JSONL data file (its label column, if any, is ignored) or any
@@ -313,6 +323,65 @@ def read_texts(path: str | Path) -> Texts:
         for j, i in enumerate(idx):
             got[j].append(row[i])
     return Texts(path, tuple(got[0]), tuple(got[1]) if len(idx) == 2 else None, label)
+
+
+def read_calibration(path: str | Path) -> Dataset | Texts:
+    """Text to calibrate or check a model with: a labelled file keeps its labels (only to balance
+    the draw; they need not be the model's label names), an unlabelled one is just text."""
+    texts = read_texts(path)
+    return read_dataset(path) if texts.ignored_labels else texts
+
+
+_LABEL_I = re.compile(r"LABEL_(\d+)")
+
+
+def parse_label_map(spec: str | Mapping[str, str] | None) -> dict[str, str]:
+    """``"0=negative,1=positive"`` (or a mapping) -> {data label: model label}; a data label
+    named twice is refused."""
+    if not spec:
+        return {}
+    if isinstance(spec, Mapping):
+        return {str(k): str(v) for k, v in spec.items()}
+    out: dict[str, str] = {}
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise DataError(f"--label-map: expected DATA=MODEL pairs, got {part!r}",
+                            hint="e.g. --label-map 0=negative,1=positive")
+        if key.strip() in out:
+            raise DataError(f"--label-map names the data label {key.strip()!r} twice")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def label_mapping(labels: Sequence[str], names: Sequence[str],
+                  label_map: str | Mapping[str, str] | None = None,
+                  where: str | Path | None = None) -> dict[str, str]:
+    """How a data file's labels map onto a model's label names, in this order: an explicit
+    ``label_map``; the names themselves; ``LABEL_<i>`` models (transformers' default names) take
+    integer labels ``i``. {data label: model label}. Labels no rule maps are mapped to
+    themselves, so the caller's own check (:meth:`Dataset.label_ids`, ``read_dataset(...,
+    label_names=...)``) names them, with the line where it can."""
+    names = [str(n) for n in names]
+    present = sort_labels(set(labels))
+    explicit = parse_label_map(label_map)
+    if explicit:
+        lacking = sorted(set(explicit.values()) - set(names))
+        if lacking:
+            raise DataError(f"--label-map names {lacking[0]!r}, which is not among the model's"
+                            f" labels {names}", where=where)
+        missing = [x for x in present if x not in explicit]
+        if missing:
+            raise DataError(f"label {missing[0]!r} is not in --label-map"
+                            f" ({', '.join(f'{k}={v}' for k, v in explicit.items())})",
+                            where=where)
+        return {x: explicit[x] for x in present}
+    if all(x in names for x in present):
+        return {x: x for x in present}
+    index = {int(m.group(1)): n for n in names if (m := _LABEL_I.fullmatch(n))}
+    if len(index) == len(names) and all(x.isdigit() and int(x) in index for x in present):
+        return {x: index[int(x)] for x in present}  # transformers' default names: i -> LABEL_i
+    return {x: x for x in present}
 
 
 def percentiles(values: Sequence[int], qs: Sequence[int] = (50, 90, 99, 100)) -> dict[str, int]:

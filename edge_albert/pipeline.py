@@ -330,6 +330,16 @@ def _section(name: str) -> Callable[[dict[str, Any]], Any]:
     return lambda c: c[name]
 
 
+def _evaluating(name: str) -> Callable[[dict[str, Any]], Any]:
+    """A stage that evaluates on labels: its table, with ``task.label_map`` unless it sets one."""
+    def config(c: dict[str, Any]) -> Any:
+        own, task = c[name], c["task"]
+        if task.label_map and not own.label_map:
+            return dataclasses.replace(own, label_map=task.label_map)
+        return own
+    return config
+
+
 TABLE: dict[str, Stage] = {s.name: s for s in (
     Stage("tokenizer", "tokenizer", ("train",), lambda _c: (), _scratch,
           lambda c: dataclasses.replace(c["tokenizer"], vocab_size=c["teacher"].scratch_vocab_size),
@@ -345,9 +355,10 @@ TABLE: dict[str, Stage] = {s.name: s for s in (
           lambda c: ("trim_vocab" if c["trim_vocab"].enabled else "student",),
           lambda _c: True, _section("convert"), Pipeline.run_convert),
     Stage("validate", "validate", ("eval",), lambda _c: ("convert",), lambda _c: True,
-          _section("validate"), Pipeline.run_validate),
+          _evaluating("validate"), Pipeline.run_validate),
     Stage("bundle", "bundle", ("eval",), lambda _c: ("convert",),
-          lambda c: c["bundle"].target is not Target.NONE, _section("bundle"), Pipeline.run_bundle),
+          lambda c: c["bundle"].target is not Target.NONE, _evaluating("bundle"),
+          Pipeline.run_bundle),
 )}
 
 

@@ -26,6 +26,7 @@ class TaskConfig:
     dev: str = ""
     eval: str = ""  # defaults to dev
     unlabelled: str = ""  # more transfer text for distillation, labelled by the teacher
+    label_map: str = ""  # "0=negative,1=positive": the eval file's labels -> the model's
     builtin: str = ""
     builtin_train_rows: int = 4000
     builtin_dev_rows: int = 1000

@@ -64,10 +64,13 @@ def _hf_vocab_size(model_dir: Path) -> int | None:
 
 
 def _hf_labels(model_dir: Path) -> list[str] | None:
+    """The label names transformers gives the model: config.json's id2label, or its defaults
+    (``LABEL_<i>`` for ``num_labels``), which transformers 5 does not write out."""
     try:
-        cfg = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-        id2label = cfg["id2label"]
-        return [str(id2label[str(i)]) for i in range(len(id2label))]
+        from transformers import AutoConfig
+
+        id2label = AutoConfig.from_pretrained(model_dir).id2label
+        return [str(id2label[i]) for i in range(len(id2label))]
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -108,7 +111,7 @@ def _hf_reference(path: Path) -> Reference:
                          hint="pip install 'edge-albert[toolchain]', or pass a float model file")
     labels = _hf_labels(path)
     if not labels:
-        raise ModelError("config.json has no id2label", where=path / "config.json")
+        raise ModelError("config.json names no labels", where=path / "config.json")
     return Reference("torch", path, labels, vocab_size=_hf_vocab_size(path))
 
 

@@ -63,6 +63,7 @@ class ValidateConfig:
     warmup: int = 5
     eval_batch_size: int = 32
     worker_timeout_s: float = 600.0
+    label_map: str = ""  # "0=negative,1=positive": the eval file's labels -> the model's
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "batch_sizes", tuple(int(b) for b in self.batch_sizes))
@@ -318,7 +319,7 @@ def run_validate(config: ValidateConfig, artifacts: Sequence[str | Path], data: 
     (the report is its ``report.json``, see :func:`read_report`); raises AccuracyGateError after
     writing it when a file lost more than ``max_drop`` accuracy points.
     """
-    from .data import read_dataset
+    from .data import label_mapping, read_dataset
     from .report import check_gate, write_report
     from .runtime import Classifier
 
@@ -328,7 +329,8 @@ def run_validate(config: ValidateConfig, artifacts: Sequence[str | Path], data: 
     ds = read_dataset(data)
     ref = resolve_reference(reference, arts[0].path, arts[0].manifest)
     labels = _check_pairing(arts, ref)
-    gold = np.asarray(ds.label_ids(labels))
+    mapping = label_mapping(ds.labels, labels, config.label_map, where=data)
+    gold = np.asarray(ds.label_ids(labels, mapping))
     items = ds.inputs()
     named = _unique_names(arts)
     batch = [items[i % len(items)] for i in range(max(config.batch_sizes))]
@@ -356,6 +358,7 @@ def run_validate(config: ValidateConfig, artifacts: Sequence[str | Path], data: 
 
     report = build_report(config, ds, gold, labels, ref, ref_logits, ref_seconds, entries,
                           max_length=max_length, buckets=buckets, tokenizer_dir=arts[0].path)
+    report["task"]["label_map"] = mapping
     record = {**report["config"], "artifacts": [str(a.path) for a in arts], "data": str(data),
               "reference": str(ref.path)}
     inputs = [a.path for a in arts] + ([ref.path] if (ref.path / MANIFEST).is_file() else [])

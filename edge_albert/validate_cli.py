@@ -36,11 +36,15 @@ from .cli_common import CONTEXT
               help="Comma-separated batch sizes for the per-bucket latency.")
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="Report directory (report.json, report.md, report.html, manifest.json).")
+@click.option("--label-map", default=None, metavar="DATA=MODEL,...",
+              help="How the data's labels name the model's, e.g. 0=negative,1=positive (default:"
+                   " the same names, or integer i for a model's LABEL_i).")
 @click.option("--force", is_flag=True, help="Replace --out if it exists.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def validate_command(artifact_dirs: tuple[Path, ...], data_file: Path, reference: Path | None,
                      max_drop: float, threads: int, latency_runs: int, warmup: int,
-                     batch_sizes: str, out: Path, force: bool, quiet: bool) -> None:
+                     batch_sizes: str, label_map: str | None, out: Path, force: bool,
+                     quiet: bool) -> None:
     """Run every model file of the artifacts on the eval set and compare with the float model.
 
     Reports accuracy, F1, agreement, logit error and KL against the reference, latency
@@ -64,7 +68,7 @@ def validate_command(artifact_dirs: tuple[Path, ...], data_file: Path, reference
         raise ConfigError(f"expected comma-separated integers, got {batch_sizes!r}",
                           key="--batch-sizes") from None
     cfg = ValidateConfig(threads=threads, max_drop=max_drop, batch_sizes=sizes,
-                         latency_runs=latency_runs, warmup=warmup)
+                         latency_runs=latency_runs, warmup=warmup, label_map=label_map or "")
     from .report import read_report
 
     run_validate(cfg, list(artifact_dirs), data_file, reference, out, force=force,
