@@ -110,7 +110,7 @@ def to_albert(teacher: Any) -> Any:
     torch.nn.init.eye_(mapping.weight)
     mapping.bias.zero_()
     for i, src in enumerate(base.encoder.layer):
-        _bert_layer_into(a.encoder.albert_layer_groups[i].albert_layers[0], src)
+        bert_layer_into(a.encoder.albert_layer_groups[i].albert_layers[0], src)
     if roberta:  # RobertaClassificationHead: dense + tanh on <s>, then out_proj
         a.pooler.load_state_dict(teacher.classifier.dense.state_dict())
         student.classifier.load_state_dict(teacher.classifier.out_proj.state_dict())
@@ -122,15 +122,18 @@ def to_albert(teacher: Any) -> Any:
     return student
 
 
-def _bert_layer_into(dst: Any, src: Any) -> None:
+@torch.no_grad()
+def bert_layer_into(dst: Any, src: Any, neurons: torch.Tensor | None = None) -> None:
+    """A BERT / RoBERTa layer's weights into an ALBERT layer (``neurons``: the FFN neurons to
+    keep, in order, when the ALBERT layer's FFN is narrower)."""
     att, so = src.attention.self, src.attention.output
     dst.attention.query.load_state_dict(att.query.state_dict())
     dst.attention.key.load_state_dict(att.key.state_dict())
     dst.attention.value.load_state_dict(att.value.state_dict())
     dst.attention.dense.load_state_dict(so.dense.state_dict())
     dst.attention.LayerNorm.load_state_dict(so.LayerNorm.state_dict())
-    dst.ffn.load_state_dict(src.intermediate.dense.state_dict())
-    dst.ffn_output.load_state_dict(src.output.dense.state_dict())
+    _fill(dst.ffn, src.intermediate.dense, neurons)
+    _fill(dst.ffn_output, src.output.dense, None, neurons)
     dst.full_layer_layer_norm.load_state_dict(src.output.LayerNorm.state_dict())
 
 
@@ -308,6 +311,6 @@ def write_albert_form(model_dir: str | Path, out_dir: str | Path, *, force: bool
     return w.manifest
 
 
-__all__ = ["SUPPORTED", "Keep", "factorise_embeddings", "full_keep", "head_size",
+__all__ = ["SUPPORTED", "Keep", "bert_layer_into", "factorise_embeddings", "full_keep", "head_size",
            "max_logit_diff", "share_layers",
            "skip_layers", "slice_albert", "to_albert", "write_albert_form"]

@@ -198,19 +198,10 @@ def ffn_neuron_order(w_in: torch.Tensor, w_out: torch.Tensor) -> torch.Tensor:
 
 def _copy_bert_layer(dst: Any, src: Any) -> None:
     """A BERT layer into an ALBERT layer; a narrower student FFN keeps the top neurons."""
-    att, so = src.attention.self, src.attention.output
-    dst.attention.query.load_state_dict(att.query.state_dict())
-    dst.attention.key.load_state_dict(att.key.state_dict())
-    dst.attention.value.load_state_dict(att.value.state_dict())
-    dst.attention.dense.load_state_dict(so.dense.state_dict())
-    dst.attention.LayerNorm.load_state_dict(so.LayerNorm.state_dict())
-    w_in, b_in, w_out = src.intermediate.dense.weight, src.intermediate.dense.bias, src.output.dense.weight
-    keep = ffn_neuron_order(w_in, w_out)[:dst.ffn.out_features].sort().values
-    dst.ffn.weight.copy_(w_in[keep])
-    dst.ffn.bias.copy_(b_in[keep])
-    dst.ffn_output.weight.copy_(w_out[:, keep])
-    dst.ffn_output.bias.copy_(src.output.dense.bias)
-    dst.full_layer_layer_norm.load_state_dict(src.output.LayerNorm.state_dict())
+    from .albert_form import bert_layer_into
+
+    w_in, w_out = src.intermediate.dense.weight, src.output.dense.weight
+    bert_layer_into(dst, src, ffn_neuron_order(w_in, w_out)[:dst.ffn.out_features].sort().values)
 
 
 __all__ = ["PRESETS", "Preset", "ffn_neuron_order", "flops_per_sequence", "init_from_teacher",

@@ -283,32 +283,6 @@ def test_share_layers_merges_consecutive_layers_into_groups():
         share_layers(albert, 2)
 
 
-def test_pruned_then_shared_student(wide_teacher, task, tmp_path):
-    from edge_albert.modeling import load_classifier
-
-    cfg = DistillConfig(**{**PRUNE, "prune_steps": 1, "flops": 0.5}, share_groups=1)
-    m = run_distill(cfg, wide_teacher, *task, tmp_path / "s", progress=False)
-    assert m is not None
-    kinds = [p["kind"] for p in m.extra["prune"]["phases"]]
-    assert kinds == ["prune", "share"]
-    student = load_classifier(tmp_path / "s")
-    assert student.config.num_hidden_groups == 1
-    assert m.extra["prune"]["phases"][1]["flops"] == m.extra["prune"]["phases"][0]["flops"]
-
-
-def test_a_bert_classifier_converts_to_tflite_through_its_albert_form(wide_teacher, task, tmp_path):
-    from edge_albert.converters.convert import ConvertConfig, run_convert
-
-    cfg = ConvertConfig(formats=("onnx", "tflite"), precisions=("fp32", "int8-dynamic"),
-                        buckets=(16, 32), parity_examples=64, fixed_shapes=())
-    m = run_convert(cfg, wide_teacher, tmp_path / "conv", calibration=task[0].path, progress=False)
-    assert m.extra["model_type"] == "albert" and m.extra["source_model_type"] == "bert"
-    for name in ("model.fp32.tflite", "model.fp32.onnx"):
-        # against its ALBERT form, which equals the BERT within 1e-4 (checked before converting)
-        assert m.files[name]["parity"]["max_abs_logit_diff"] <= 1e-4, name
-    assert m.files["model.int8-dynamic.tflite"]["parity"]["agreement"] >= 0.95
-
-
 def test_factorised_embeddings_keep_the_top_singular_directions():
     from edge_albert.albert_form import factorise_embeddings
 
@@ -325,11 +299,18 @@ def test_factorised_embeddings_keep_the_top_singular_directions():
         factorise_embeddings(albert, 64)
 
 
-def test_pruned_student_with_factorised_embeddings(wide_teacher, task, tmp_path):
+@pytest.mark.parametrize("setting,kind,check", [
+    ({"share_groups": 1}, "share", ("num_hidden_groups", 1)),
+    ({"embedding_size": 16}, "factorise", ("embedding_size", 16))])
+def test_pruned_student_then_shared_or_factorised(wide_teacher, task, tmp_path, setting, kind,
+                                                  check):
     from edge_albert.modeling import load_classifier
 
-    cfg = DistillConfig(**{**PRUNE, "prune_steps": 1, "flops": 0.5}, embedding_size=16)
+    cfg = DistillConfig(**{**PRUNE, "prune_steps": 1, "flops": 0.5}, **setting)
     m = run_distill(cfg, wide_teacher, *task, tmp_path / "s", progress=False)
     assert m is not None
-    assert [p["kind"] for p in m.extra["prune"]["phases"]] == ["prune", "factorise"]
-    assert load_classifier(tmp_path / "s").config.embedding_size == 16
+    phases = m.extra["prune"]["phases"]
+    assert [p["kind"] for p in phases] == ["prune", kind]
+    assert getattr(load_classifier(tmp_path / "s").config, check[0]) == check[1]
+    if kind == "share":  # the same FLOPs, fewer parameters
+        assert phases[1]["flops"] == phases[0]["flops"]
