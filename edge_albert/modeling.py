@@ -109,9 +109,9 @@ def _check_local(path: Path) -> None:
         json.loads((path / "config.json").read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ModelError("config.json is not valid JSON", where=path / "config.json") from None
-    if not any((path / f).is_file() for f in ("model.safetensors", "pytorch_model.bin",
-                                               "model.safetensors.index.json")):
-        raise ModelError("no weights (model.safetensors or pytorch_model.bin)", where=path)
+    if not any((path / f).is_file() for f in WEIGHT_FILES):
+        raise ModelError("no weights (model.safetensors or pytorch_model.bin, whole or sharded"
+                         " with an .index.json)", where=path)
 
 
 def resolve_model(name_or_path: str | Path) -> str:
@@ -123,9 +123,14 @@ def resolve_model(name_or_path: str | Path) -> str:
     return str(name_or_path)
 
 
+#: how transformers stores a model's weights: whole, or sharded with an index
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
+                "pytorch_model.bin.index.json")
+
+
 def _weights_file(name: str) -> Path:
     """The weights file of a local model directory (for naming it in errors)."""
-    for f in ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json"):
+    for f in WEIGHT_FILES:
         if (Path(name) / f).is_file():
             return Path(name) / f
     return Path(name)
@@ -160,8 +165,45 @@ def _from_pretrained(loader, name: str, **kw: Any):
         raise ModelError(f"cannot load hub id {name!r} (no network or no such model)",
                          hint="pass a local Hugging Face directory instead") from None
     except (ValueError, RuntimeError) as exc:  # RuntimeError: weights that do not fit config.json
-        raise ModelError(f"cannot load the model ({str(exc).splitlines()[0][:200]})",
+        detail = _first_mismatch(Path(name)) if Path(name).is_dir() else None
+        raise ModelError(detail or f"cannot load the model ({str(exc).splitlines()[0][:200]})",
                          where=name) from None
+
+
+def _checkpoint_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape in a model directory's weights, read without loading them."""
+    import torch
+    from safetensors import safe_open
+
+    shapes: dict[str, tuple[int, ...]] = {}
+    for f in sorted(path.glob("*.safetensors")):
+        with safe_open(str(f), "pt") as fh:
+            shapes.update({k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()})  # noqa: SIM118 - not a dict
+    for f in sorted(path.glob("pytorch_model*.bin")):
+        state = torch.load(f, map_location="meta", weights_only=True)
+        shapes.update({k: tuple(v.shape) for k, v in state.items()})
+    return shapes
+
+
+def _first_mismatch(path: Path) -> str | None:
+    """'weights and config.json disagree on <tensor> ...' for the first tensor whose stored shape
+    is not the one config.json makes (None when none differs, or it cannot be told)."""
+    try:
+        import torch
+        from transformers import AutoConfig, AutoModelForSequenceClassification
+
+        with torch.device("meta"):
+            model = AutoModelForSequenceClassification.from_config(
+                AutoConfig.from_pretrained(path))
+        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        stored = _checkpoint_shapes(path)
+    except Exception:  # only a better message is at stake; the caller has one
+        return None
+    for key, shape in stored.items():
+        if key in expected and expected[key] != shape:
+            return (f"the weights do not fit config.json: {key} is {list(shape)} in the weights,"
+                    f" config.json makes it {list(expected[key])}")
+    return None
 
 
 def load_classifier(name_or_path: str | Path):

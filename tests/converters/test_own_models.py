@@ -2,6 +2,7 @@
 text, labels mapped onto the model's, and a BERT converted to TFLite like an ALBERT."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -92,3 +93,78 @@ def test_cli_label_map_errors_are_one_line(tmp_path, tiny_artifact, tiny_task):
     assert r.exit_code != 0 and "Traceback" not in r.output
     assert "--label-map names 'one', which is not among the model's labels ['0', '1']" in r.output
     assert not (tmp_path / "r").exists()
+
+
+@pytest.fixture(scope="module")
+def bert_cls(tmp_path_factory, tiny_tokenizer):
+    from edge_albert.runtime.tokenizer import TextTokenizer
+
+    from edge_albert.modeling import copy_tokenizer_files
+
+    cfg = transformers.BertConfig(vocab_size=TextTokenizer.load(tiny_tokenizer).vocab_size,
+                                  hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                  intermediate_size=64, max_position_embeddings=64,
+                                  pad_token_id=0, num_labels=3)
+    torch.manual_seed(0)
+    model = transformers.BertForSequenceClassification(cfg).eval()
+    return model, tiny_tokenizer, copy_tokenizer_files
+
+
+def _save(model, path, layout: str) -> None:
+    """A checkpoint as users have them: safetensors (whole or sharded, as transformers 5 writes
+    them), or PyTorch's pickled pytorch_model.bin (whole or sharded, as older versions did)."""
+    if layout.endswith("safetensors"):
+        model.save_pretrained(path, max_shard_size="20KB" if layout.startswith("sharded") else "5GB")
+        return
+    model.config.save_pretrained(path)
+    state = model.state_dict()
+    if layout == "bin":
+        torch.save(state, path / "pytorch_model.bin")
+        return
+    keys = sorted(state)
+    parts = [keys[i::3] for i in range(3)]
+    weight_map = {}
+    for n, part in enumerate(parts, 1):
+        name = f"pytorch_model-{n:05d}-of-00003.bin"
+        torch.save({k: state[k] for k in part}, path / name)
+        weight_map.update({k: name for k in part})
+    (path / "pytorch_model.bin.index.json").write_text(json.dumps(
+        {"metadata": {}, "weight_map": weight_map}))
+
+
+@pytest.mark.parametrize("layout", ["safetensors", "bin", "sharded-safetensors", "sharded-bin"])
+def test_checkpoint_layouts_load_with_the_same_logits(bert_cls, tmp_path, layout):
+    from edge_albert.modeling import load_classifier
+
+    model, tok, copy = bert_cls
+    (tmp_path / "m").mkdir()
+    _save(model, tmp_path / "m", layout)
+    copy(tok, tmp_path / "m")
+    names = {p.name for p in (tmp_path / "m").iterdir()}
+    assert any(n.endswith(".index.json") for n in names) == layout.startswith("sharded")
+    loaded = load_classifier(tmp_path / "m")
+    ids = torch.randint(5, model.config.vocab_size, (2, 9))
+    with torch.no_grad():
+        assert torch.equal(loaded(input_ids=ids).logits, model(input_ids=ids).logits)
+    assert loaded.config.num_labels == 3
+
+
+def test_another_head_and_mismatched_weights_are_one_line_errors(bert_cls, tmp_path):
+    from edge_albert.errors import ModelError
+    from edge_albert.modeling import load_classifier
+
+    model, _, _ = bert_cls
+    mlm = transformers.BertForMaskedLM(model.config)
+    mlm.save_pretrained(tmp_path / "mlm")
+    with pytest.raises(ModelError, match=r"not a sequence-classification model \(architectures:"
+                                         r" \['BertForMaskedLM'\]\)"):
+        load_classifier(tmp_path / "mlm")
+    model.save_pretrained(tmp_path / "bad")
+    cfg = json.loads((tmp_path / "bad" / "config.json").read_text())
+    cfg["intermediate_size"] = 48  # the weights say 64
+    (tmp_path / "bad" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelError) as e:
+        load_classifier(tmp_path / "bad")
+    msg = str(e.value)
+    assert "\n" not in msg and "the weights do not fit config.json" in msg
+    assert "intermediate.dense" in msg and "is [64] in the weights, config.json makes it [48]" in msg
