@@ -96,7 +96,7 @@ def calibrate(task: str, preset: str, settings: dict, device: str, steps: int = 
     from transformers import AlbertForSequenceClassification
 
     from edge_albert.config import DistillConfig
-    from edge_albert.distill import DistillLoss
+    from edge_albert.distill_loss import DistillLoss
     from edge_albert.modeling import label_names_of, load_classifier
     from edge_albert.students import student_config
 

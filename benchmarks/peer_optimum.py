@@ -6,8 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from peer_driver import INPUTS, load_calibration
-from peer_driver import attempt as record_attempt
+from peer_common import INPUTS, load_calibration
+from peer_common import attempt as record_attempt
 
 
 def drive(model_dir: Path, out: Path, calib_path: str) -> list[dict]:

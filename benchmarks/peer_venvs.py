@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from peer_driver import MARKER, VENVS, versions
+from peer_common import MARKER, VENVS, versions
 
 
 def venv_python(root: Path) -> Path:

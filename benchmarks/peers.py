@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peer_driver import INPUTS, PEERS, VENVS, file_size, first_lines, versions
+from peer_common import INPUTS, PEERS, VENVS, file_size, first_lines, versions
 from peer_venvs import build_venv, venv_python, venv_state
 from peers_report import markdown, plot
 

@@ -9,8 +9,6 @@ an error anywhere leaves no half-written directory.
 from __future__ import annotations
 
 import dataclasses
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ from ..artifacts import Manifest, check_new_output, scratch_dir, write_artifact
 from ..config import to_dict
 from ..errors import ConfigError, ConversionError
 from .calibration import DEFAULT_SIZE, CalibrationSet
+from .convert_files import Converter, Steps
 from .spec import (
     DEFAULT_BUCKETS,
     DEFAULT_FALLBACKS,
@@ -134,42 +133,6 @@ class ConvertConfig:
         return out
 
 
-class Steps:
-    """A tqdm bar over the stage's steps, and the seconds each took."""
-
-    def __init__(self, names: list[str], enabled: bool, desc: str = "convert") -> None:
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(total=len(names), desc=desc, unit="step", disable=not enabled,
-                        leave=False)
-        self.seconds: dict[str, float] = {}
-
-    def run(self, name: str, fn: Callable[[], Any]) -> Any:
-        self.bar.set_postfix_str(name)
-        t = time.perf_counter()
-        try:
-            return fn()
-        finally:
-            self.seconds[name] = round(time.perf_counter() - t, 3)
-            self.bar.update(1)
-
-    def close(self) -> None:
-        self.bar.close()
-
-
-def _example(vocab: int, width: int) -> dict[str, np.ndarray]:
-    """A padded export example: two rows, the second half padding (an unpadded example would
-    let the exporter drop the attention mask)."""
-    rng = np.random.default_rng(0)
-    ids = rng.integers(min(5, vocab - 1), vocab, size=(2, width)).astype(np.int64)
-    mask = np.ones((2, width), dtype=np.int64)
-    mask[1, width // 2:] = 0
-    ids[1, width // 2:] = 0
-    types = np.zeros_like(ids)
-    types[0, width // 2:] = 1
-    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-
-
 def _check_inputs(config: ConvertConfig, calibration: str | Path | None,
                   out_dir: Path, force: bool) -> None:
     if any(p is Precision.INT8_STATIC for _, p in config.plan()) and calibration is None:
@@ -235,7 +198,6 @@ def run_convert(config: ConvertConfig, model_dir: str | Path, out_dir: str | Pat
     from ..errors import DataError
     from ..modeling import copy_tokenizer_files
     from .calibration import build_calibration, parity_feeds, synthetic_parity_feeds
-    from .convert_files import Converter
     from .parity import gate, torch_logits
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
@@ -314,57 +276,3 @@ def _step_names(plan: list[tuple[Format, Precision]]) -> list[str]:
     return names
 
 
-def describe_file(path: Path, fmt: Format, precision: Precision, recipe: dict, *,
-                  spec: ExportSpec, batches, ref, params: int, threads: int):
-    """A model file's manifest metadata (format, precision, io, recipe, census, parity against
-    torch, bytes per parameter) and its :class:`~.parity.Parity`; ConversionError for a TFLite
-    file with non-builtin ops."""
-    from .census import census
-    from .parity import compare, run_file
-
-    out = run_file(path, batches, threads=threads)
-    par = compare(ref, out, fmt=fmt, precision=precision)
-    cen = census(path)
-    if fmt is Format.TFLITE and cen.custom_ops:
-        raise ConversionError(f"{path.name} holds non-builtin op(s) {cen.custom_ops}: the plain"
-                              " TFLite runtime cannot run it", where=path.name)
-    size = path.stat().st_size
-    meta = {"format": fmt.value, "precision": precision.value,
-            **spec.io_description(fmt), "recipe": recipe, "census": cen.summary(),
-            "int8_ops": cen.int8_ops, "parity": par.to_dict(),
-            "bytes_per_parameter": round(size / params, 4)}
-    return meta, par
-
-
-def export_fp32_onnx(model, path: Path, spec: ExportSpec, params: int) -> dict:
-    """The fp32 ONNX file every ONNX int8 recipe starts from; returns its recipe description."""
-    from .onnx_export import export_onnx
-
-    example = _example(int(model.config.vocab_size), min(spec.buckets))
-    info = export_onnx(model, path, example, spec=spec, parameters=params)
-    return {"recipe": "torch.onnx.export(dynamo=True)", "opset": spec.opset,
-            "folded_weight_transposes": info.folded_transposes,
-            "merged_initializers": info.merged_initializers,
-            "float_weight_bytes": info.initializer_bytes}
-
-
-def tf_graph(model, spec: ExportSpec, feeds) -> tuple[Any, float]:
-    """The TensorFlow ALBERT graph every TFLite file is converted from, and its max abs logit
-    difference from torch on ``feeds`` (ConversionError above 1e-4)."""
-    from .tf_albert import check_against_torch, make_tf_albert
-
-    module = make_tf_albert(model, mask_value=spec.mask_value)
-    return module, check_against_torch(module, model, feeds)
-
-
-def check_tflite_storage(path: Path, params: int) -> None:
-    """ConversionError when an fp32 .tflite stores a shared weight once per pass."""
-    from .census import census
-    from .onnx_export import STORAGE_SLACK
-
-    stored = census(path).stored_weight_bytes
-    if stored > STORAGE_SLACK * 4 * params + 4096:
-        raise ConversionError(
-            f"{path.name} stores {stored:,} bytes of constants for {params:,}"
-            f" parameters (> {STORAGE_SLACK} x 4 bytes each): a shared weight was"
-            " copied per pass")

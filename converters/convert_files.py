@@ -1,34 +1,123 @@
 """The files of one convert run: the ONNX fp32 export and its int8 copies (and fixed-shape copies),
 the ``.ort`` files, the TensorFlow graph and its TFLite files; each is measured (parity against
 torch, op census) and described in the artifact's manifest as it is written.
-:func:`~.convert.run_convert` builds the plan and the artifact; this class fills it.
+:func:`~.convert.run_convert` builds the plan and the artifact; :class:`Converter` fills it
+(with :class:`Steps` for the progress bar, :func:`describe_file` for each file's manifest entry).
 """
 from __future__ import annotations
 
 import functools
 import shutil
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..errors import ConfigError, ConversionError
 from .calibration import CalibrationSet
-from .convert import (
-    ConvertConfig,
-    Steps,
-    check_tflite_storage,
-    describe_file,
-    export_fp32_onnx,
-    tf_graph,
-)
 from .spec import ExportSpec, Format, Precision, model_filename
 
 
-class Converter:
-    """Writes, measures and describes the files of one convert run."""
+def _example(vocab: int, width: int) -> dict[str, np.ndarray]:
+    """A padded export example: two rows, the second half padding (an unpadded example would
+    let the exporter drop the attention mask)."""
+    rng = np.random.default_rng(0)
+    ids = rng.integers(min(5, vocab - 1), vocab, size=(2, width)).astype(np.int64)
+    mask = np.ones((2, width), dtype=np.int64)
+    mask[1, width // 2:] = 0
+    ids[1, width // 2:] = 0
+    types = np.zeros_like(ids)
+    types[0, width // 2:] = 1
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
 
-    def __init__(self, config: ConvertConfig, model, spec: ExportSpec, cal: CalibrationSet | None,
+
+
+
+class Steps:
+    """A tqdm bar over the stage's steps, and the seconds each took."""
+
+    def __init__(self, names: list[str], enabled: bool, desc: str = "convert") -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=len(names), desc=desc, unit="step", disable=not enabled,
+                        leave=False)
+        self.seconds: dict[str, float] = {}
+
+    def run(self, name: str, fn: Callable[[], Any]) -> Any:
+        self.bar.set_postfix_str(name)
+        t = time.perf_counter()
+        try:
+            return fn()
+        finally:
+            self.seconds[name] = round(time.perf_counter() - t, 3)
+            self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def describe_file(path: Path, fmt: Format, precision: Precision, recipe: dict, *,
+                  spec: ExportSpec, batches, ref, params: int, threads: int):
+    """A model file's manifest metadata (format, precision, io, recipe, census, parity against
+    torch, bytes per parameter) and its :class:`~.parity.Parity`; ConversionError for a TFLite
+    file with non-builtin ops."""
+    from .census import census
+    from .parity import compare, run_file
+
+    out = run_file(path, batches, threads=threads)
+    par = compare(ref, out, fmt=fmt, precision=precision)
+    cen = census(path)
+    if fmt is Format.TFLITE and cen.custom_ops:
+        raise ConversionError(f"{path.name} holds non-builtin op(s) {cen.custom_ops}: the plain"
+                              " TFLite runtime cannot run it", where=path.name)
+    size = path.stat().st_size
+    meta = {"format": fmt.value, "precision": precision.value,
+            **spec.io_description(fmt), "recipe": recipe, "census": cen.summary(),
+            "int8_ops": cen.int8_ops, "parity": par.to_dict(),
+            "bytes_per_parameter": round(size / params, 4)}
+    return meta, par
+
+
+def export_fp32_onnx(model, path: Path, spec: ExportSpec, params: int) -> dict:
+    """The fp32 ONNX file every ONNX int8 recipe starts from; returns its recipe description."""
+    from .onnx_export import export_onnx
+
+    example = _example(int(model.config.vocab_size), min(spec.buckets))
+    info = export_onnx(model, path, example, spec=spec, parameters=params)
+    return {"recipe": "torch.onnx.export(dynamo=True)", "opset": spec.opset,
+            "folded_weight_transposes": info.folded_transposes,
+            "merged_initializers": info.merged_initializers,
+            "float_weight_bytes": info.initializer_bytes}
+
+
+def tf_graph(model, spec: ExportSpec, feeds) -> tuple[Any, float]:
+    """The TensorFlow ALBERT graph every TFLite file is converted from, and its max abs logit
+    difference from torch on ``feeds`` (ConversionError above 1e-4)."""
+    from .tf_albert import check_against_torch, make_tf_albert
+
+    module = make_tf_albert(model, mask_value=spec.mask_value)
+    return module, check_against_torch(module, model, feeds)
+
+
+def check_tflite_storage(path: Path, params: int) -> None:
+    """ConversionError when an fp32 .tflite stores a shared weight once per pass."""
+    from .census import census
+    from .onnx_export import STORAGE_SLACK
+
+    stored = census(path).stored_weight_bytes
+    if stored > STORAGE_SLACK * 4 * params + 4096:
+        raise ConversionError(
+            f"{path.name} stores {stored:,} bytes of constants for {params:,}"
+            f" parameters (> {STORAGE_SLACK} x 4 bytes each): a shared weight was"
+            " copied per pass")
+class Converter:
+    """Writes, measures and describes the files of one convert run (``config``: its
+    :class:`~.convert.ConvertConfig`, not imported here so that convert.py alone imports this)."""
+
+    def __init__(self, config: Any, model, spec: ExportSpec, cal: CalibrationSet | None,
                  batches, ref, params: int, writer, steps: Steps) -> None:
         self.config, self.model, self.spec, self.cal = config, model, spec, cal
         self.batches, self.ref, self.params, self.w, self.steps = batches, ref, params, writer, steps

@@ -72,7 +72,7 @@ class _Search:
     def make_file(self, recipe: Recipe, source: Any) -> tuple[Path, dict]:
         """Write one recipe's file into the scratch directory; returns (path, recipe dict)."""
         from . import onnx_quant, tflite_convert
-        from .convert import check_tflite_storage, export_fp32_onnx
+        from .convert_files import check_tflite_storage, export_fp32_onnx
 
         path = self.scratch / f"{recipe.name}{recipe.format.suffix}"
         if recipe.format is Format.ONNX:
@@ -188,7 +188,7 @@ class _Search:
             self.steps.run(r.name, lambda r=r: self.run_trial(r, fp32))
 
     def tflite(self, recipes: list[Recipe], feeds) -> None:
-        from .convert import tf_graph
+        from .convert_files import tf_graph
 
         module, self.tf_diff = self.steps.run("tensorflow graph", lambda: tf_graph(
             self.model, self.spec, feeds))
@@ -251,7 +251,8 @@ def run_quantize(config: QuantizeConfig, model_dir: str | Path, out_dir: str | P
     from ..data import label_mapping, read_calibration, read_dataset
     from ..modeling import copy_tokenizer_files
     from .calibration import build_calibration, parity_feeds
-    from .convert import Steps, describe_file, load_source
+    from .convert import load_source
+    from .convert_files import Steps, describe_file
     from .parity import gate, torch_logits
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)

@@ -56,6 +56,7 @@ from .albert_form import (
 )
 from .artifacts import atomic_write_text
 from .config import DistillConfig
+from .distill_loss import DistillLoss
 from .errors import ConfigError
 from .training import TokenizedSet, Trainer, device_name, model_inputs, resolve_device, world
 
@@ -254,8 +255,6 @@ def prune_and_recover(cfg: DistillConfig, albert: Any, teacher: Any, data: Token
                       ) -> tuple[Any, dict[str, Any]] | None:
     """Prune ``albert`` (the teacher's ALBERT form) to ``cfg.flops`` of ``teacher_flops`` in
     ``cfg.prune_steps`` steps; returns the student and a summary (None if stopped early)."""
-    from .distill import DistillLoss
-
     if world()[1] > 1:
         raise ConfigError("a pruned student trains in one process (not under torchrun)",
                           key="distill.student")

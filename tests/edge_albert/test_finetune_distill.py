@@ -236,7 +236,7 @@ from pathlib import Path
 from edge_albert.config import DistillConfig
 from edge_albert.data import read_dataset
 from edge_albert.distill import run_distill
-import edge_albert.distill as d
+import edge_albert.distill_loss as d
 train = read_dataset(sys.argv[2]); dev = read_dataset(sys.argv[3], label_names=train.label_names())
 cfg = DistillConfig(max_steps=6, batch_size=8, max_length=32, learning_rate=3e-3, eval_every=6,
                     checkpoint_every=0, seed=3, threads=1, student="tiny")
