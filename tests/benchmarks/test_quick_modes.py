@@ -102,7 +102,9 @@ def test_quick_soak_records_rss_and_latency_per_window(tmp_path, work):
         assert "error" not in r, r
         assert r["calls"] == 2000 and [w["calls"] for w in r["windows"]] == [500, 1000, 1500, 2000]
         assert r["end_rss_mb"] == r["windows"][-1]["rss_mb"] and r["start_rss_mb"] > 0
-        assert r["p99_drift"] == pytest.approx(r["p99_last_ms"] / r["p99_first_ms"], rel=1e-2)
+        # the JSON rounds the drift to 3 decimals: under load a window's p99 can drop 50-fold
+        assert r["p99_drift"] == pytest.approx(r["p99_last_ms"] / r["p99_first_ms"], rel=1e-2,
+                                               abs=1e-3)
     assert "| model.int8-dynamic.tflite |" in (tmp_path / "soak.quick.md").read_text()
 
 

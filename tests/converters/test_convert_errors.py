@@ -2,6 +2,7 @@
 half-written artifact (neither the output directory nor a temporary sibling is left behind)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -81,19 +82,20 @@ def test_calibration_file_with_wrong_columns(cli, tiny_model, tmp_path, out):
     res = _invoke(cli, "--model", str(tiny_model), "--out", str(out), "--formats", "onnx",
                   "--calibration", str(bad))
     assert res.exit_code == 3
-    assert "no label column found (columns: foo, bar" in _one_error_line(res.output)
+    assert "cannot tell the text column(s) (columns: foo, bar)" in _one_error_line(res.output)
     assert "hint: the calibration file needs a known layout" in res.output
     _nothing_written(out)
 
 
-def test_calibration_labels_the_model_does_not_know(cli, tiny_model, tmp_path, out):
-    bad = tmp_path / "labels.tsv"
-    bad.write_text("sentence\tlabel\na fine film .\t7\n")
+def test_calibration_needs_text_not_the_models_labels(cli, tiny_model, tmp_path, out):
+    """Calibration reads text: labels the model does not know only balance the draw (#16)."""
+    odd = tmp_path / "labels.tsv"
+    odd.write_text("sentence\tlabel\na fine film .\t7\na dull one .\tneutral\n")
     res = _invoke(cli, "--model", str(tiny_model), "--out", str(out), "--formats", "onnx",
-                  "--calibration", str(bad))
-    assert res.exit_code == 3
-    assert "labels.tsv:2: label '7' is not among the known labels" in _one_error_line(res.output)
-    _nothing_written(out)
+                  "--precisions", "fp32", "--calibration", str(odd))
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["extra"]["parity_inputs"]["source"] == str(odd)
 
 
 def test_seq_len_beyond_the_model_positions(cli, tiny_model, out):
