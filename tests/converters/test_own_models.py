@@ -168,3 +168,40 @@ def test_another_head_and_mismatched_weights_are_one_line_errors(bert_cls, tmp_p
     msg = str(e.value)
     assert "\n" not in msg and "the weights do not fit config.json" in msg
     assert "intermediate.dense" in msg and "is [64] in the weights, config.json makes it [48]" in msg
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta"])
+def test_bert_family_reaches_every_tflite_precision(kind, tiny_tokenizer, tiny_task, tmp_path):
+    """Through its ALBERT form: builtin ops only, fp32 parity <= 1e-4, encoder weights in int8."""
+    from ai_edge_litert import schema_py_generated as schema
+    from edge_albert.converters.census import census
+    from edge_albert.converters.convert import ConvertConfig, run_convert
+    from edge_albert.runtime.tokenizer import TextTokenizer
+
+    from edge_albert.modeling import copy_tokenizer_files
+
+    small = dict(vocab_size=TextTokenizer.load(tiny_tokenizer).vocab_size, hidden_size=32,
+                 num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    cfg = (transformers.BertConfig(max_position_embeddings=64, pad_token_id=0, **small)
+           if kind == "bert" else
+           transformers.RobertaConfig(max_position_embeddings=66, pad_token_id=1,
+                                      type_vocab_size=1, **small))
+    torch.manual_seed(0)
+    transformers.AutoModelForSequenceClassification.from_config(cfg).save_pretrained(tmp_path / "m")
+    copy_tokenizer_files(tiny_tokenizer, tmp_path / "m")
+    m = run_convert(ConvertConfig(formats=("tflite",), buckets=(16, 32), calibration_size=32,
+                                  parity_examples=32), tmp_path / "m", tmp_path / "conv",
+                    calibration=tiny_task["train"], progress=False)
+    assert m.extra["source_model_type"] == kind
+    builtin = {k for k in vars(schema.BuiltinOperator) if not k.startswith("_")} - {"CUSTOM"}
+    for precision in ("fp32", "fp16", "int8-dynamic", "int8-static"):
+        name = f"model.{precision}.tflite"
+        c = census(tmp_path / "conv" / name)
+        assert c.custom_ops == [] and set(c.ops) <= builtin, name
+        par = m.files[name]["parity"]
+        if precision == "fp32":
+            assert par["max_abs_logit_diff"] <= 1e-4
+        elif precision == "fp16":
+            assert par["max_abs_logit_diff"] <= 1e-2
+        else:
+            assert m.files[name]["census"]["weight_ops"]["encoder"]["int8"] >= 8, name
