@@ -284,6 +284,10 @@ class Texts:
     def __len__(self) -> int:
         return len(self.texts)
 
+    @property
+    def is_pair(self) -> bool:
+        return self.pairs is not None
+
     def subset(self, idx: Sequence[int]) -> Texts:
         return Texts(self.path, tuple(self.texts[i] for i in idx),
                      None if self.pairs is None else tuple(self.pairs[i] for i in idx),
