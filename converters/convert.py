@@ -143,18 +143,18 @@ def _check_inputs(config: ConvertConfig, calibration: str | Path | None,
 
 
 def _as_albert(model: Any, model_dir: Path, formats: tuple[Format, ...]) -> Any:
-    """A BERT / MiniLM / RoBERTa classifier written as the ALBERT with the same logits (see
+    """A BERT / MiniLM / RoBERTa / DistilBERT classifier written as the ALBERT with the same logits (see
     :mod:`~edge_albert.albert_form`), so every format, TFLite included, takes one code path."""
-    from ..albert_form import SUPPORTED, max_logit_diff, to_albert
+    from ..albert_form import CONVERTIBLE, max_logit_diff, to_albert
 
     family = model.config.model_type
-    if family not in SUPPORTED:
+    if family not in CONVERTIBLE:
         if Format.TFLITE in formats:
-            raise ConfigError(f"the TFLite converter takes {', '.join(SUPPORTED)} models, not"
+            raise ConfigError(f"the TFLite converter takes {', '.join(CONVERTIBLE)} models, not"
                               f" {family!r}", key="--formats",
                               hint="distil into an ALBERT student, or drop tflite")
         return model
-    albert = to_albert(model)
+    albert = to_albert(model, for_conversion=True)
     diff = max_logit_diff(model, albert, vocab=model.config.vocab_size)
     if not diff <= 1e-4:
         raise ConversionError(f"the ALBERT form of this {family} model differs from it by"

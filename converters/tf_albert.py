@@ -97,6 +97,7 @@ def make_tf_albert(model, *, mask_value: float = ATTENTION_MASK_VALUE):
             self.groups = cfg.num_hidden_groups
             self.inner = getattr(cfg, "inner_group_num", 1)
             self.eps = float(cfg.layer_norm_eps)
+            self.pooler_relu = getattr(cfg, "pooler_activation", "tanh") == "relu"
             self.mask_value = float(mask_value)
             self.act = act
             self.w: dict[str, Any] = {
@@ -172,8 +173,9 @@ def make_tf_albert(model, *, mask_value: float = ATTENTION_MASK_VALUE):
                             x = self.layer(x, bias, batch, seq, "albert.encoder.albert_layer_groups"
                                            f".{g}.albert_layers.{j}.")
             cls = tf.reshape(x, [batch, seq, self.hidden])[:, 0]
-            with tf.name_scope("pooler"):
-                pooled = tf.tanh(self.dense(cls, "albert.pooler"))
+            with tf.name_scope("pooler"):  # tanh; DistilBERT's head (its ALBERT form): ReLU
+                dense = self.dense(cls, "albert.pooler")
+                pooled = tf.nn.relu(dense) if self.pooler_relu else tf.tanh(dense)
             with tf.name_scope("classifier"):
                 return self.dense(pooled, "classifier")
 

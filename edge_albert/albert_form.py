@@ -27,6 +27,10 @@ from .errors import ModelError
 
 #: teacher families the ALBERT form (and so the pruner) supports, by ``config.model_type``
 SUPPORTED = ("albert", "bert", "roberta", "xlm-roberta")
+#: ... and those the converters also take: DistilBERT's head is pre_classifier + ReLU where
+#: ALBERT's pooler has tanh, so its ALBERT form (``pooler_activation = "relu"``) is exact in
+#: memory but would reload in transformers with tanh: converted, never saved or pruned
+CONVERTIBLE = (*SUPPORTED, "distilbert")
 
 
 @dataclass(frozen=True)
@@ -55,21 +59,25 @@ def check_unshared(model: Any) -> None:
 
 
 @torch.no_grad()
-def to_albert(teacher: Any) -> Any:
+def to_albert(teacher: Any, *, for_conversion: bool = False) -> Any:
     """The teacher as an unshared ``AlbertForSequenceClassification`` (same logits).
 
     BERT (MiniLM) and RoBERTa layers map one to one onto ALBERT's; RoBERTa's position table is
     shifted (its positions start after the padding id) and its classification head is ALBERT's
     pooler + classifier. A shared ALBERT is unshared (one group per pass, each a copy of its
-    group's layer).
+    group's layer). ``for_conversion`` also takes DistilBERT (see :data:`CONVERTIBLE`).
     """
     from transformers import AlbertConfig, AlbertForSequenceClassification
 
     tc = teacher.config
     family = getattr(tc, "model_type", "?")
+    if family == "distilbert" and for_conversion:
+        return _distilbert_to_albert(teacher)
     if family not in SUPPORTED:
         raise ModelError(f"the pruner supports {', '.join(SUPPORTED)} teachers, not {family!r}",
-                         hint="distil into a preset student instead (--student small)")
+                         hint="distil into a preset student instead (--student small)"
+                         + ("; 'edge-albert convert' takes a DistilBERT as it is"
+                            if family == "distilbert" else ""))
     if family == "albert" and getattr(tc, "inner_group_num", 1) != 1:
         raise ModelError("an ALBERT teacher with inner_group_num > 1 cannot be pruned")
     if getattr(tc, "position_embedding_type", "absolute") not in ("absolute", None):
@@ -119,6 +127,48 @@ def to_albert(teacher: Any) -> Any:
             raise ModelError("the teacher has no pooler (BERT's sequence classifier uses one)")
         a.pooler.load_state_dict(base.pooler.dense.state_dict())
         student.classifier.load_state_dict(teacher.classifier.state_dict())
+    return student
+
+
+def _distilbert_to_albert(teacher: Any) -> Any:
+    """DistilBERT's layers map one to one too (no token types: two zero rows stand in); its
+    head's ReLU replaces the pooler's tanh, recorded as ``config.pooler_activation``."""
+    from transformers import AlbertConfig, AlbertForSequenceClassification
+
+    tc = teacher.config
+    layers = tc.n_layers
+    cfg = AlbertConfig(**dict(
+        vocab_size=tc.vocab_size, embedding_size=tc.dim, hidden_size=tc.dim,
+        num_hidden_layers=layers, num_hidden_groups=layers, num_attention_heads=tc.n_heads,
+        intermediate_size=tc.hidden_dim, inner_group_num=1, hidden_act=tc.activation,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, classifier_dropout_prob=0.1,
+        max_position_embeddings=tc.max_position_embeddings, type_vocab_size=2,
+        layer_norm_eps=1e-12,  # DistilBERT's LayerNorms use 1e-12 whatever the config says
+        num_labels=tc.num_labels, id2label=dict(tc.id2label), label2id=dict(tc.label2id),
+        pad_token_id=tc.pad_token_id))
+    cfg.pooler_activation = "relu"
+    student = AlbertForSequenceClassification(cfg).eval()
+    a, base = student.albert, teacher.distilbert
+    a.embeddings.word_embeddings.weight.copy_(base.embeddings.word_embeddings.weight)
+    a.embeddings.position_embeddings.weight.copy_(base.embeddings.position_embeddings.weight)
+    a.embeddings.token_type_embeddings.weight.zero_()
+    a.embeddings.LayerNorm.load_state_dict(base.embeddings.LayerNorm.state_dict())
+    mapping = a.encoder.embedding_hidden_mapping_in
+    torch.nn.init.eye_(mapping.weight)
+    mapping.bias.zero_()
+    for i, src in enumerate(base.transformer.layer):
+        dst = a.encoder.albert_layer_groups[i].albert_layers[0]
+        att = src.attention
+        for name, lin in (("query", att.q_lin), ("key", att.k_lin), ("value", att.v_lin),
+                          ("dense", att.out_lin)):
+            getattr(dst.attention, name).load_state_dict(lin.state_dict())
+        dst.attention.LayerNorm.load_state_dict(src.sa_layer_norm.state_dict())
+        dst.ffn.load_state_dict(src.ffn.lin1.state_dict())
+        dst.ffn_output.load_state_dict(src.ffn.lin2.state_dict())
+        dst.full_layer_layer_norm.load_state_dict(src.output_layer_norm.state_dict())
+    a.pooler.load_state_dict(teacher.pre_classifier.state_dict())
+    a.pooler_activation = torch.nn.ReLU()
+    student.classifier.load_state_dict(teacher.classifier.state_dict())
     return student
 
 

@@ -170,9 +170,10 @@ def test_another_head_and_mismatched_weights_are_one_line_errors(bert_cls, tmp_p
     assert "intermediate.dense" in msg and "is [64] in the weights, config.json makes it [48]" in msg
 
 
-@pytest.mark.parametrize("kind", ["bert", "roberta"])
+@pytest.mark.parametrize("kind", ["bert", "roberta", "distilbert"])
 def test_bert_family_reaches_every_tflite_precision(kind, tiny_tokenizer, tiny_task, tmp_path):
-    """Through its ALBERT form: builtin ops only, fp32 parity <= 1e-4, encoder weights in int8."""
+    """Through its ALBERT form: builtin ops only, fp32 parity <= 1e-4, encoder weights in int8.
+    (DistilBERT's form has a ReLU pooler; it is converted, never written as an ALBERT.)"""
     from ai_edge_litert import schema_py_generated as schema
     from edge_albert.converters.census import census
     from edge_albert.converters.convert import ConvertConfig, run_convert
@@ -182,10 +183,15 @@ def test_bert_family_reaches_every_tflite_precision(kind, tiny_tokenizer, tiny_t
 
     small = dict(vocab_size=TextTokenizer.load(tiny_tokenizer).vocab_size, hidden_size=32,
                  num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
-    cfg = (transformers.BertConfig(max_position_embeddings=64, pad_token_id=0, **small)
-           if kind == "bert" else
-           transformers.RobertaConfig(max_position_embeddings=66, pad_token_id=1,
-                                      type_vocab_size=1, **small))
+    if kind == "bert":
+        cfg = transformers.BertConfig(max_position_embeddings=64, pad_token_id=0, **small)
+    elif kind == "roberta":
+        cfg = transformers.RobertaConfig(max_position_embeddings=66, pad_token_id=1,
+                                         type_vocab_size=1, **small)
+    else:
+        cfg = transformers.DistilBertConfig(vocab_size=small["vocab_size"], dim=32, n_layers=2,
+                                            n_heads=2, hidden_dim=64, max_position_embeddings=64,
+                                            pad_token_id=0)
     torch.manual_seed(0)
     transformers.AutoModelForSequenceClassification.from_config(cfg).save_pretrained(tmp_path / "m")
     copy_tokenizer_files(tiny_tokenizer, tmp_path / "m")

@@ -62,6 +62,17 @@ def test_unsupported_teacher_is_refused():
         transformers.DistilBertConfig(vocab_size=100, dim=32, n_layers=1, n_heads=2, hidden_dim=64))
     with pytest.raises(ModelError, match="supports albert, bert, roberta"):
         to_albert(teacher)
+    # the converters take it: its ALBERT form (a ReLU pooler) has the same logits, pairs included
+    albert = to_albert(teacher.eval(), for_conversion=True)
+    ids = torch.randint(5, 100, (3, 11))
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0
+    types = torch.zeros_like(ids)
+    types[2, 5:] = 1
+    with torch.no_grad():
+        want = teacher(input_ids=ids, attention_mask=mask).logits
+        got = albert(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
+    assert float((want - got).abs().max()) <= 1e-5
 
 
 def test_slice_keeps_exactly_the_named_units():
