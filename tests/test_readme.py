@@ -44,7 +44,7 @@ def test_tested_blocks_run(tmp_path, tiny_task, tiny_tokenizer):
     from edge_albert.modeling import copy_tokenizer_files
 
     blocks = _tested_blocks()
-    assert set(blocks) == {"own-model", "embed"}
+    assert set(blocks) == {"own-model", "own-classifier", "embed"}
     base = tmp_path / "path" / "to" / "bert-or-minilm"
     cfg = transformers.BertConfig(vocab_size=TextTokenizer.load(tiny_tokenizer).vocab_size,
                                   hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
@@ -61,6 +61,23 @@ def test_tested_blocks_run(tmp_path, tiny_task, tiny_tokenizer):
                        check=False, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     assert (tmp_path / "report" / "report.html").is_file()
+    # a classifier as users have it: default labels, plain-text calibration, named data labels
+    byo = tmp_path / "byo"
+    mine = byo / "path" / "to" / "my-classifier"
+    transformers.BertForSequenceClassification(cfg).save_pretrained(mine)
+    copy_tokenizer_files(tiny_tokenizer, mine)
+    (byo / "texts.txt").write_text("".join(
+        line.split("\t")[0] + "\n" for line in tiny_task["train"].read_text().splitlines()[1:80]))
+    named = {"0": "negative", "1": "positive"}
+    rows = [line.split("\t") for line in tiny_task["dev"].read_text().splitlines()]
+    (byo / "dev.tsv").write_text("\n".join(
+        "\t".join(r[:-1] + [named.get(r[-1], r[-1])]) for r in rows) + "\n")
+    r = subprocess.run(["bash", "-euo", "pipefail", "-c", blocks["own-classifier"][1]],
+                       cwd=byo, env=env, check=False, capture_output=True, text=True,
+                       timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = (byo / "report" / "report.json").read_text()
+    assert '"negative": "LABEL_0"' in report and "model.int8-dynamic.tflite" in report
     lang, code = blocks["embed"]
     assert lang == "python"
     r = subprocess.run([sys.executable, "-c", code + "\nprint(labels, probs.shape)"],
