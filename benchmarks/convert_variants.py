@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -218,17 +217,17 @@ def main(argv: Sequence[str] | None = None) -> dict:
                                 vocab=vocab, work=Path(work))
         gc.collect()
         print(f"{shape}: done in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _common import dump_json, machine
+
     result = {"benchmark": "convert_variants", "quick": args.quick, "seq_len": args.seq_len,
               "batch": 1, "threads": args.threads, "iters": iters,
-              "machine": {"platform": platform.platform(), "processor": platform.machine(),
-                          "cpus": os.cpu_count(),
-                          # >1 per core means shared cores: OpenMP (torch) latencies suffer most
-                          "load_average_1m": round(os.getloadavg()[0], 2)},
+              "command": "python benchmarks/convert_variants.py " + " ".join(argv or sys.argv[1:]),
+              # load > 1 per core means shared cores: OpenMP (torch) latencies suffer most
+              "machine": {**machine(), "load_average_1m": round(os.getloadavg()[0], 2)},
               "rows": rows, "skipped": skipped}
     args.out_dir.mkdir(parents=True, exist_ok=True)
     stem = "convert_variants.quick" if args.quick else "convert_variants"
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _common import dump_json
 
     dump_json(args.out_dir / f"{stem}.json", result)
     (args.out_dir / f"{stem}.md").write_text(markdown(rows, skipped))

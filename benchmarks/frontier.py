@@ -107,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out-dir", type=Path, default=RESULTS)
     ap.add_argument("--budget", type=float, default=3.0, help="seconds of timing per model")
     ap.add_argument("--quick", action="store_true", help="tiny random models; seconds (a test)")
+    ap.add_argument("--convert-only", action="store_true",
+                    help="only fill the conversion cache (while training jobs still run);"
+                         " no accuracy, no timing, nothing written to --out-dir")
     args = ap.parse_args(argv)
     import torch
     from edge_albert.runtime.backends import open_backend
@@ -126,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, m in models.items():
         art = convert_point(m["dir"], train, work / name, seq, albert_form=m["albert_form"],
                             quick=args.quick)
+        if args.convert_only:
+            print(f"converted {name}", file=sys.stderr)
+            continue
         man = json.loads((art / "manifest.json").read_text())
         names = man["extra"]["labels"]
         tok = TextTokenizer.load(art)
@@ -148,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
             m.setdefault("dev_accuracy_fp32", file_accuracy(art / "model.fp32.onnx", dev,
                                                             label_names_of(t)))
         print(f"converted {name}", file=sys.stderr)
+    if args.convert_only:
+        return 0
     samples = interleaved(runners, rounds=5, budget_s=args.budget * len(runners))
     for key, s in samples.items():
         name, label = key.split(" | ")
