@@ -71,7 +71,7 @@ def test_tested_blocks_run(tmp_path, tiny_task, tiny_tokenizer):
     named = {"0": "negative", "1": "positive"}
     rows = [line.split("\t") for line in tiny_task["dev"].read_text().splitlines()]
     (byo / "dev.tsv").write_text("\n".join(
-        "\t".join(r[:-1] + [named.get(r[-1], r[-1])]) for r in rows) + "\n")
+        "\t".join([*r[:-1], named.get(r[-1], r[-1])]) for r in rows) + "\n")
     r = subprocess.run(["bash", "-euo", "pipefail", "-c", blocks["own-classifier"][1]],
                        cwd=byo, env=env, check=False, capture_output=True, text=True,
                        timeout=900)
