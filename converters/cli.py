@@ -19,7 +19,9 @@ from ..cli_common import CONTEXT, native_logs_muted
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="Artifact directory to write.")
 @click.option("--formats", default=None, metavar="LIST",
-              help="Comma-separated: onnx, ort, tflite. Default: all three.")
+              help="Comma-separated: onnx, ort, tflite, onnx-e2e (text in, label out: the"
+                   " WordPiece tokenizer inside as onnxruntime-extensions ops; needs"
+                   " --calibration). Default: onnx, ort, tflite.")
 @click.option("--precisions", default=None, metavar="LIST",
               help="Comma-separated: fp32, fp16, int8-dynamic, int8-static. Default: every"
                    " precision each format supports (onnx/ort: fp32, int8-dynamic, int8-static;"
@@ -66,6 +68,8 @@ def convert_command(ctx: click.Context, model_dir: Path, out: Path, formats: str
           --calibration ../shared/data/sst2/dev.tsv
       edge-albert convert --model student/ --out tfl/ --formats tflite \\
           --precisions fp32,fp16,int8-dynamic --seq-len 64
+      edge-albert convert --model student/ --out e2e/ --formats onnx,onnx-e2e \\
+          --precisions int8-dynamic --calibration train.tsv
     """
     from ..config import cli_overrides, load_sections
     from ..errors import ConfigError

@@ -18,10 +18,11 @@ from ..artifacts import Manifest, check_new_output, scratch_dir, write_artifact
 from ..config import to_dict
 from ..errors import ConfigError, ConversionError
 from .calibration import DEFAULT_SIZE, CalibrationSet
-from .convert_files import Converter, Steps
+from .convert_files import Converter, Steps, TextSource
 from .spec import (
     DEFAULT_BUCKETS,
     DEFAULT_FALLBACKS,
+    DEFAULT_FORMATS,
     OPSET,
     SUPPORTED,
     CalibrationMethod,
@@ -64,7 +65,7 @@ class ConvertConfig:
     optimised for ("arm" keeps int8 QDQ fusions meant for ARM; they run everywhere).
     """
 
-    formats: tuple[Format, ...] = (Format.ONNX, Format.ORT, Format.TFLITE)
+    formats: tuple[Format, ...] = DEFAULT_FORMATS
     precisions: tuple[Precision, ...] = ()
     buckets: tuple[int, ...] = DEFAULT_BUCKETS
     opset: int = OPSET
@@ -139,6 +140,10 @@ def _check_inputs(config: ConvertConfig, calibration: str | Path | None,
         raise ConfigError("int8-static needs calibration text", key="--calibration",
                           hint="pass --calibration DATA (a labelled TSV/CSV/JSONL of the task), or"
                                " leave int8-static out of --precisions")
+    if Format.ONNX_E2E in config.formats and calibration is None:
+        raise ConfigError("onnx-e2e needs calibration text (its tokenizer is checked against"
+                          " the runtime's on it)", key="--calibration",
+                          hint="pass --calibration DATA, or leave onnx-e2e out of --formats")
     check_new_output(out_dir, force)
 
 
@@ -216,12 +221,14 @@ def run_convert(config: ConvertConfig, model_dir: str | Path, out_dir: str | Pat
                             " 'edge-albert data inspect')")
             raise
         cal = build_calibration(ds, tok, spec=spec, size=config.calibration_size, seed=config.seed)
+        text = _text_source(config, ds, tok, model_dir, labels)
         batches = parity_feeds(ds, tok, spec=spec, n=config.parity_examples, seed=config.seed + 1)
         parity_source = str(calibration)
     else:
         batches = synthetic_parity_feeds(tok, spec=spec, n=config.parity_examples,
                                          seed=config.seed + 1)
         parity_source = "synthetic token ids (no --calibration given)"
+        text = None
     ref = torch_logits(model, batches)
     if not all(np.isfinite(r).all() for r in ref):
         raise ConversionError("the torch model itself returns non-finite logits", where=model_dir)
@@ -235,7 +242,7 @@ def run_convert(config: ConvertConfig, model_dir: str | Path, out_dir: str | Pat
     try:
         with write_artifact(out_dir, stage="convert", config=record, inputs=inputs,
                             force=force) as w:
-            conv = Converter(config, model, spec, cal, batches, ref, params, w, steps)
+            conv = Converter(config, model, spec, cal, batches, ref, params, w, steps, text=text)
             with scratch_dir(w.path):  # libraries' own temp files too: a kill leaves none outside
                 conv.run(plan)
             copy_tokenizer_files(model_dir, w.path)
@@ -262,14 +269,40 @@ def run_convert(config: ConvertConfig, model_dir: str | Path, out_dir: str | Pat
     return w.manifest
 
 
+def _text_source(config: ConvertConfig, ds: Any, tok: Any, model_dir: Path,
+                 labels: list[str]) -> TextSource | None:
+    """Parity texts for text-in files: a seeded sample of the calibration rows, plus each of the
+    first eight upper-cased, with accents, and repeated past the maximum length."""
+    if Format.ONNX_E2E not in config.formats:
+        return None
+    from .onnx_e2e import e2e_refusal
+
+    why = e2e_refusal(model_dir)
+    if why:
+        raise ConfigError(f"onnx-e2e: {why}", key="--formats",
+                          hint="leave onnx-e2e out of --formats for this tokenizer")
+    items = ds.inputs()
+    rng = np.random.default_rng(config.seed + 2)
+    picked = [items[int(i)] for i in rng.permutation(len(items))[:config.parity_examples]]
+
+    def vary(x: Any, f: Any) -> Any:
+        return tuple(f(t) for t in x) if isinstance(x, tuple) else f(x)
+
+    extra = [vary(x, f) for x in picked[:8] for f in (
+        str.upper, lambda t: t.replace("e", "é").replace("a", "à"),
+        lambda t: " ".join([t] * (config.spec.max_length // max(1, len(t.split())) + 2)))]
+    return TextSource(model_dir, tok, list(labels), picked + extra)
+
+
 def _step_names(plan: list[tuple[Format, Precision]]) -> list[str]:
     names = []
-    onnx_precs = [p for f, p in plan if f in (Format.ONNX, Format.ORT)]
+    onnx_precs = [p for f, p in plan if f in (Format.ONNX, Format.ORT, Format.ONNX_E2E)]
     if onnx_precs:  # the fp32 export always runs: it is the source of the int8 files
         names.append("onnx fp32")
     names += [f"onnx {p.value}" for p in dict.fromkeys(onnx_precs) if p is not Precision.FP32]
     if any(f is Format.ORT for f, _ in plan):
         names.append("ort")
+    names += [f"onnx-e2e {p.value}" for f, p in plan if f is Format.ONNX_E2E]
     if any(f is Format.TFLITE for f, _ in plan):
         names.append("tensorflow graph")
         names += [f"tflite {p.value}" for f, p in plan if f is Format.TFLITE]

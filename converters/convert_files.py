@@ -6,6 +6,7 @@ torch, op census) and described in the artifact's manifest as it is written.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import shutil
 import tempfile
@@ -18,7 +19,17 @@ import numpy as np
 
 from ..errors import ConfigError, ConversionError
 from .calibration import CalibrationSet
-from .spec import ExportSpec, Format, Precision, model_filename
+from .spec import INPUT_NAMES, ExportSpec, Format, Precision, model_filename
+
+
+@dataclasses.dataclass(frozen=True)
+class TextSource:
+    """What a text-in file needs: the tokenizer (directory and loaded), labels, parity texts."""
+
+    tokenizer_dir: Path
+    tokenizer: Any
+    labels: list[str]
+    items: list[Any]
 
 
 def _example(vocab: int, width: int) -> dict[str, np.ndarray]:
@@ -118,9 +129,11 @@ class Converter:
     :class:`~.convert.ConvertConfig`, not imported here so that convert.py alone imports this)."""
 
     def __init__(self, config: Any, model, spec: ExportSpec, cal: CalibrationSet | None,
-                 batches, ref, params: int, writer, steps: Steps) -> None:
+                 batches, ref, params: int, writer, steps: Steps, *,
+                 text: TextSource | None = None) -> None:
         self.config, self.model, self.spec, self.cal = config, model, spec, cal
         self.batches, self.ref, self.params, self.w, self.steps = batches, ref, params, writer, steps
+        self.text = text
         self.parity: dict = {}
         self.described: dict[str, dict] = {}
         self.tf_diff: float | None = None
@@ -135,7 +148,8 @@ class Converter:
         self.w.describe(path.name, **meta)
 
     def run(self, plan: list[tuple[Format, Precision]]) -> None:
-        onnx_precs = list(dict.fromkeys(p for f, p in plan if f in (Format.ONNX, Format.ORT)))
+        onnx_precs = list(dict.fromkeys(p for f, p in plan
+                                        if f in (Format.ONNX, Format.ORT, Format.ONNX_E2E)))
         if onnx_precs:
             with tempfile.TemporaryDirectory(prefix="edge-albert-onnx-") as scratch:
                 self.onnx_files(Path(scratch), onnx_precs, plan)
@@ -240,6 +254,9 @@ class Converter:
             self.w.describe(CONFIG_NAME, kind="onnxruntime reduced-build operator config")
         self.fixed_shape_files(scratch, [p for f, p in plan if f is Format.ONNX])
         for fmt, p in plan:
+            if fmt is Format.ONNX_E2E:
+                self.steps.run(f"onnx-e2e {p.value}", functools.partial(
+                    self.e2e_file, scratch / model_filename(Format.ONNX, p), p, recipes[p]))
             if fmt not in (Format.ONNX, Format.ORT):
                 continue
             name = model_filename(fmt, p)
@@ -250,6 +267,64 @@ class Converter:
                                     f" optimisations, target {c.ort_target})",
                           "source": model_filename(Format.ONNX, p), "source_recipe": recipes[p]}
             self.measure(self.w.path / name, fmt, p, recipe)
+
+    def e2e_file(self, source: Path, p: Precision, source_recipe: dict) -> None:
+        """``model.<p>.e2e.onnx``: ``source`` with the tokenizer in front (see :mod:`.onnx_e2e`),
+        its ids checked equal to the runtime's on every parity text, its logits against torch."""
+        import onnx
+
+        from .census import census
+        from .onnx_e2e import build_e2e, preprocessing, session
+        from .parity import compare, torch_logits
+
+        assert self.text is not None  # run_convert refuses onnx-e2e without calibration text
+        t = self.text
+        name = model_filename(Format.ONNX_E2E, p)
+        path = self.w.path / name
+        onnx.save(build_e2e(source, t.tokenizer_dir, t.labels, self.spec.max_length), str(path))
+        pre = session(preprocessing(t.tokenizer_dir, self.spec.max_length).SerializeToString())
+        full = session(path, threads=self.config.threads)
+        ref, out, differ = [], [], []
+        for item in t.items:
+            texts = list(item) if isinstance(item, tuple) else [item]
+            enc = t.tokenizer.encode([texts[0]], texts[1:] or None,
+                                     max_length=self.spec.max_length)
+            n = int(enc.attention_mask[0].sum())
+            feed = {k: v[:, :n] for k, v in enc.as_dict().items()}
+            got = dict(zip(INPUT_NAMES, pre.run(list(INPUT_NAMES),
+                                                {"text": np.array(texts, dtype=object)})))
+            if any(not np.array_equal(got[k], feed[k]) for k in INPUT_NAMES):
+                differ.append(item)
+            ref += torch_logits(self.model, [feed])
+            out.append(full.run(["logits"], {"text": np.array(texts, dtype=object)})[0])
+        if differ:
+            raise ConversionError(f"onnxruntime-extensions tokenizes {len(differ)} of"
+                                  f" {len(t.items)} texts differently from the runtime (first:"
+                                  f" {differ[0]!r:.120})", where=name,
+                                  hint="leave onnx-e2e out of --formats for this tokenizer")
+        par = compare(ref, out, fmt=Format.ONNX_E2E, precision=p)
+        size = path.stat().st_size
+        meta = {"format": Format.ONNX_E2E.value, "precision": p.value,
+                "inputs": [{"name": "text", "dtype": "string",
+                            "shape": ["1 (a text) or 2 (a text pair)"]}],
+                "outputs": [{"name": "logits", "dtype": "float32", "shape": [1, "labels"]},
+                            {"name": "probabilities", "dtype": "float32",
+                             "shape": [1, "labels"]},
+                            {"name": "label", "dtype": "string", "shape": [1]}],
+                "seq_len": self.spec.max_length, "buckets": list(self.spec.buckets),
+                "requires": {"onnxruntime_custom_ops": "onnxruntime-extensions",
+                             "register": "SessionOptions.register_custom_ops_library("
+                                         "onnxruntime_extensions.get_library_path())"},
+                "recipe": {"recipe": "onnxruntime-extensions BertTokenizer (one per text, the"
+                                     " pair cut longest_first) + the ONNX file + softmax, argmax,"
+                                     " label names (onnx.compose.merge_models)",
+                           "source": source.name, "source_recipe": source_recipe},
+                "tokenization_checked": {"texts": len(t.items), "ids_equal": len(t.items)},
+                "census": census(path).summary(), "parity": par.to_dict(),
+                "bytes_per_parameter": round(size / self.params, 4)}
+        self.parity[name] = par
+        self.described[name] = meta
+        self.w.describe(name, **meta)
 
     # -- TFLite -----------------------------------------------------------------------------
     def tflite_files(self, precs: list[Precision]) -> None:

@@ -19,10 +19,11 @@ class Format(str, enum.Enum):
     ONNX = "onnx"      # ONNX protobuf, for onnxruntime on desktop, Pi and Android
     ORT = "ort"        # onnxruntime's flatbuffer format of each .onnx, for reduced mobile builds
     TFLITE = "tflite"  # LiteRT / TFLite flatbuffer, builtin ops only
+    ONNX_E2E = "onnx-e2e"  # text in, label out: the tokenizer as onnxruntime-extensions ops
 
     @property
     def suffix(self) -> str:
-        return "." + self.value
+        return ".e2e.onnx" if self is Format.ONNX_E2E else "." + self.value
 
 
 class Precision(str, enum.Enum):
@@ -74,8 +75,10 @@ INPUT_NAMES: tuple[str, ...] = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAME = "logits"
 #: numpy dtype name of every input, per format
 INPUT_DTYPES: dict[Format, str] = {Format.ONNX: "int64", Format.ORT: "int64",
-                                   Format.TFLITE: "int32"}
+                                   Format.TFLITE: "int32", Format.ONNX_E2E: "string"}
 DEFAULT_BUCKETS: tuple[int, ...] = (32, 64, 128)
+#: what ``convert`` writes unless told: onnx-e2e needs calibration text and a WordPiece tokenizer
+DEFAULT_FORMATS: tuple[Format, ...] = (Format.ONNX, Format.ORT, Format.TFLITE)
 OPSET = 18
 MIN_OPSET = 18
 #: additive attention-mask value for padded keys: finite, so it cannot overflow in fp16
@@ -90,6 +93,7 @@ SUPPORTED: dict[Format, tuple[Precision, ...]] = {
     Format.ONNX: (Precision.FP32, Precision.INT8_DYNAMIC, Precision.INT8_STATIC),
     Format.ORT: (Precision.FP32, Precision.INT8_DYNAMIC, Precision.INT8_STATIC),
     Format.TFLITE: (Precision.FP32, Precision.FP16, Precision.INT8_DYNAMIC, Precision.INT8_STATIC),
+    Format.ONNX_E2E: (Precision.FP32, Precision.INT8_DYNAMIC, Precision.INT8_STATIC),
 }
 
 #: float fallbacks a recipe uses unless told otherwise: the head, and the non-linearities whose
@@ -175,6 +179,7 @@ __all__ = [
     "ATTENTION_MASK_VALUE",
     "DEFAULT_BUCKETS",
     "DEFAULT_FALLBACKS",
+    "DEFAULT_FORMATS",
     "INPUT_DTYPES",
     "INPUT_NAMES",
     "OPSET",

@@ -84,10 +84,13 @@ class BundleConfig:
 # ------------------------------------------------------------------------------ helpers
 def _pick_models(conv: Manifest, cfg: BundleConfig) -> list[str]:
     from .runtime import model_files
+    from .runtime.backends import E2E_SUFFIX
 
     allowed = {Target.RPI: (".onnx", ".ort", ".tflite"), Target.ANDROID: (".ort", ".tflite")}
     assert conv.path is not None
-    names = [n for n in model_files(conv.path) if Path(n).suffix in allowed[cfg.target]]
+    # text-in files need onnxruntime-extensions, which the bundles' device scripts do not install
+    names = [n for n in model_files(conv.path)
+             if Path(n).suffix in allowed[cfg.target] and not n.endswith(E2E_SUFFIX)]
     if cfg.models:
         wanted = set(cfg.models)
         known = set(names) | {conv.files[n].get("precision") for n in names}
@@ -105,7 +108,8 @@ def _pick_models(conv: Manifest, cfg: BundleConfig) -> list[str]:
 def _fp32_file(conv: Manifest) -> str:
     for suffix in (".onnx", ".tflite", ".ort"):
         for name, meta in conv.files.items():
-            if name.endswith(suffix) and meta.get("precision") == "fp32" and "/" not in name:
+            if (name.endswith(suffix) and meta.get("precision") == "fp32" and "/" not in name
+                    and meta.get("format") != "onnx-e2e"):
                 return name
     raise ArtifactError("the artifact has no fp32 model file to make the reference predictions",
                         where=conv.path, hint="convert with fp32 among --precisions, or pass"

@@ -36,7 +36,6 @@ from .reference import (
     Reference,
     _artifact_vocab_rows,
     _native_stderr_muted,
-    _split,
     check_vocabulary,
     classifier_logits,
     reference_logits,
@@ -95,9 +94,8 @@ def compare(logits: np.ndarray, ref: np.ndarray, gold: np.ndarray) -> dict[str, 
 
 
 # ----------------------------------------------------------------------------- latency
-def _feeds(clf: Any, items: Sequence[Any], width: int) -> dict[str, np.ndarray]:
-    a, b = _split(items)
-    return clf.tokenizer.encode(a, b, max_length=clf.max_length, pad_to=width).as_dict()
+def _feeds(clf: Any, items: Sequence[Any], width: int) -> dict[str, Any]:
+    return clf.feeds(items, width)
 
 
 def bucket_of(lengths: np.ndarray, buckets: Sequence[int], max_length: int) -> np.ndarray:
@@ -400,7 +398,8 @@ def build_report(config: ValidateConfig, ds: Any, gold: np.ndarray, labels: list
         "config": to_dict(config),
         "measurement": {
             "latency_ms": "batch 1, eval rows sampled across the set, each padded to its own"
-                          " bucket; backend.run only (tokenization excluded)",
+                          " bucket; backend.run only (tokenization excluded; a text-in"
+                          " onnx-e2e file tokenizes inside, one row per call, unpadded)",
             "latency_by_bucket": "backend.run on real eval rows of that bucket, per batch size",
             "cold_start_ms": "fresh process: Classifier.load (hash check, interpreter, tokenizer)"
                              " + first single-row inference",

@@ -1,7 +1,9 @@
 """Interpreters behind one small interface: ONNX Runtime (.onnx, .ort) and TFLite (.tflite).
 
 Each backend takes numpy feeds named ``input_ids``, ``attention_mask``, ``token_type_ids`` and
-returns float32 logits. A missing interpreter is a RuntimeBackendError naming the extra to
+returns float32 logits; a text-in file (``.e2e.onnx``, the tokenizer inside as
+onnxruntime-extensions ops) takes ``{"text": [item, ...]}`` instead (``takes_text``), each item
+a string or a (text, pair) tuple. A missing interpreter is a RuntimeBackendError naming the extra to
 install; a file the interpreter refuses is a RuntimeBackendError naming the file. Interpreters are
 not thread-safe, so each backend serialises its calls with a lock: one ``Classifier`` may be
 shared by many threads (calls then run one at a time; use one per thread for parallel speed).
@@ -18,6 +20,7 @@ import numpy as np
 from ..errors import RuntimeBackendError
 
 FORMATS = {".onnx": "onnx", ".ort": "ort", ".tflite": "tflite"}
+E2E_SUFFIX = ".e2e.onnx"
 
 
 def _first_line(exc: BaseException) -> str:
@@ -30,6 +33,7 @@ class Backend:
 
     name = "backend"
     format = ""
+    takes_text = False  # True: feeds are {"text": items}, the file tokenizes
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -66,7 +70,7 @@ class OnnxRuntimeBackend(Backend):
             raise RuntimeBackendError("onnxruntime is not installed", where=path,
                                       hint="pip install 'edge-albert[onnx]'") from None
         self._ort = ort
-        opts = ort.SessionOptions()
+        opts = self._options(ort)
         if threads:
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
@@ -99,6 +103,9 @@ class OnnxRuntimeBackend(Backend):
         self.fixed_batch = ins[0].shape[0] if isinstance(ins[0].shape[0], int) else None
         self._out = self.session.get_outputs()[0].name
 
+    def _options(self, ort: Any) -> Any:
+        return ort.SessionOptions()
+
     def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         f = {n: np.ascontiguousarray(feeds[n], dtype=self._dtypes[n]) for n in self.input_names}
         try:
@@ -109,6 +116,49 @@ class OnnxRuntimeBackend(Backend):
 
     def versions(self) -> dict[str, str]:
         return {"onnxruntime": self._ort.__version__}
+
+
+class TextOnnxBackend(OnnxRuntimeBackend):
+    """A text-in ``.e2e.onnx`` file: ONNX Runtime with onnxruntime-extensions' custom ops. It
+    takes one text (or one pair) per call, so a batch runs item by item."""
+
+    name = "onnxruntime+extensions"
+    takes_text = True
+
+    def _options(self, ort: Any) -> Any:
+        try:
+            from onnxruntime_extensions import get_library_path
+        except ImportError:
+            raise RuntimeBackendError("onnxruntime-extensions is not installed (a text-in"
+                                      " .e2e.onnx file needs its custom ops)", where=self.path,
+                                      hint="pip install 'edge-albert[onnx-e2e]'") from None
+        opts = ort.SessionOptions()
+        opts.register_custom_ops_library(get_library_path())
+        return opts
+
+    def _run(self, feeds: dict[str, Any]) -> np.ndarray:
+        if "text" not in feeds:
+            raise RuntimeBackendError("a text-in file takes {'text': [...]}, not token ids",
+                                      where=self.path)
+        rows = []
+        for item in feeds["text"]:
+            texts = [str(x) for x in item] if isinstance(item, (tuple, list)) else [str(item)]
+            try:
+                out = self.session.run([self._out], {"text": np.array(texts, dtype=object)})[0]
+            except Exception as exc:
+                raise RuntimeBackendError(f"onnxruntime failed to run ({_first_line(exc)})",
+                                          where=self.path) from None
+            rows.append(np.asarray(out, dtype=np.float32).reshape(1, -1))
+        return np.concatenate(rows) if rows else np.zeros((0, 0), dtype=np.float32)
+
+    def versions(self) -> dict[str, str]:
+        from importlib import metadata
+
+        try:
+            ext = metadata.version("onnxruntime-extensions")
+        except metadata.PackageNotFoundError:  # pragma: no cover - imported above
+            ext = "?"
+        return {"onnxruntime": self._ort.__version__, "onnxruntime-extensions": ext}
 
 
 def _tflite_interpreter_module() -> tuple[Any, str, str]:
@@ -200,6 +250,8 @@ def open_backend(path: str | Path, *, threads: int | None = None, backend: str |
     if not path.is_file():
         raise RuntimeBackendError("model file does not exist", where=path)
     kind = backend or FORMATS.get(path.suffix)
+    if kind == "onnx" and path.name.endswith(E2E_SUFFIX):
+        return TextOnnxBackend(path, threads=threads, providers=providers)
     if kind in ("onnx", "ort", "onnxruntime"):
         return OnnxRuntimeBackend(path, threads=threads, providers=providers)
     if kind in ("tflite", "litert"):

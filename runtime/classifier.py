@@ -130,8 +130,9 @@ class Classifier:
         return []
 
     # -- inference ------------------------------------------------------------------------------
-    def encode(self, texts: Texts) -> Any:
-        """Split single texts / pairs and encode one batch the way the model expects."""
+    def encode(self, texts: Texts, width: int | None = None) -> Any:
+        """Split single texts / pairs and encode one batch the way the model expects (padded to
+        ``width`` when given, else to the smallest bucket that fits)."""
         items = [texts] if isinstance(texts, str) else list(texts)
         is_pair = [isinstance(x, (tuple, list)) for x in items]
         if any(is_pair):
@@ -145,9 +146,17 @@ class Classifier:
             b: list[str] | None = [str(x[1]) for x in items]
         else:
             a, b = [str(x) for x in items], None
-        pad_to = self.backend.fixed_length
+        pad_to = self.backend.fixed_length or width
         return self.tokenizer.encode(a, b, max_length=self.max_length, buckets=self.buckets,
                                      pad_to=pad_to)
+
+    def feeds(self, items: Texts, width: int | None = None) -> dict[str, Any]:
+        """What ``backend.run`` takes for ``items``: token ids padded to ``width`` (or to the
+        smallest bucket that fits), or, for a text-in file, the items themselves."""
+        if self.backend.takes_text:
+            self.encode(items)  # the same checks (all texts or all pairs) as token files
+            return {"text": [items] if isinstance(items, str) else list(items)}
+        return self.encode(items, width).as_dict()
 
     def logits(self, texts: Texts, *, batch_size: int = 8) -> np.ndarray:
         """Raw logits, shape (len(texts), num_labels)."""
@@ -158,8 +167,7 @@ class Classifier:
             batch_size = self.backend.fixed_batch  # a file with a pinned batch size
         out = []
         for s in range(0, len(items), batch_size):
-            enc = self.encode(items[s:s + batch_size])
-            out.append(self.backend.run(enc.as_dict()))
+            out.append(self.backend.run(self.feeds(items[s:s + batch_size])))
         if not out:
             return np.zeros((0, max(1, len(self.labels))), dtype=np.float32)
         logits = np.concatenate(out)

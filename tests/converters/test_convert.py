@@ -14,13 +14,15 @@ from click.testing import CliRunner
 from edge_albert.converters.census import census
 from edge_albert.converters.spec import (
     DEFAULT_FALLBACKS,
+    DEFAULT_FORMATS,
     INPUT_NAMES,
     SUPPORTED,
     Format,
     model_filename,
 )
 
-ALL_FILES = [model_filename(f, p) for f in Format for p in SUPPORTED[f]]
+#: the default formats (onnx-e2e, text in, has its own tests: test_onnx_e2e.py)
+ALL_FILES = [model_filename(f, p) for f in DEFAULT_FORMATS for p in SUPPORTED[f]]
 INT8_FILES = [n for n in ALL_FILES if ".int8-" in n]
 #: TensorFlow's dynamic-range quantizer leaves weights under this many elements in float
 TF_DYNAMIC_MIN_ELEMENTS = 1024
