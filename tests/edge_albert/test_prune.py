@@ -119,6 +119,19 @@ def test_removed_units_are_exactly_the_lowest_scored(task, tiny_tokenizer):
     assert len(keep.hidden) == 32
     assert float(scores.hidden[list(keep.hidden)].min()) >= float(scores.hidden[dropped].max())
 
+    # scoring keeps nothing alive: a hook that held its own activation leaked every batch's
+    import gc
+
+    def live() -> int:
+        gc.collect()
+        return sum(issubclass(type(o), torch.Tensor) for o in gc.get_objects())
+
+    fisher_scores(albert, data, [np.arange(0, 16)])
+    before = live()
+    again = fisher_scores(albert, data, [np.arange(0, 16), np.arange(16, 32)] * 3)
+    assert live() - before <= 5  # (the returned scores)
+    assert torch.allclose(again.heads, 3 * scores.heads, rtol=1e-4)
+
 
 @pytest.fixture(scope="module")
 def wide_teacher(tmp_path_factory, tiny_tokenizer, task):
