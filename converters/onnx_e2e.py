@@ -157,7 +157,7 @@ def build_e2e(onnx_file: str | Path, tokenizer_dir: str | Path, labels: list[str
               max_length: int) -> Any:
     """The model of ``onnx_file`` with the tokenizer in front and softmax + label after."""
     import onnx
-    from onnx import TensorProto, compose, helper
+    from onnx import TensorProto, compose, helper, numpy_helper
 
     why = e2e_refusal(tokenizer_dir)
     if why:
@@ -170,8 +170,7 @@ def build_e2e(onnx_file: str | Path, tokenizer_dir: str | Path, labels: list[str
                                   prefix1="tok_", prefix2="")
     g = merged.graph
     names = [str(x) for x in labels] or [str(i) for i in range(_num_labels(model))]
-    g.initializer.append(helper.make_tensor("label_names", TensorProto.STRING, [len(names)],
-                                            [s.encode() for s in names]))
+    g.initializer.append(numpy_helper.from_array(np.array(names, dtype=object), "label_names"))
     g.node.extend([
         helper.make_node("Softmax", [OUTPUT_NAME], ["probabilities"], axis=-1),
         helper.make_node("ArgMax", [OUTPUT_NAME], ["label_id"], axis=-1, keepdims=0),

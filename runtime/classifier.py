@@ -130,22 +130,24 @@ class Classifier:
         return []
 
     # -- inference ------------------------------------------------------------------------------
+    def split(self, texts: Texts) -> tuple[list[str], list[str] | None]:
+        """First texts and pairs (None for single texts) of one batch: all singles or all pairs."""
+        items = [texts] if isinstance(texts, str) else list(texts)
+        is_pair = [isinstance(x, (tuple, list)) for x in items]
+        if not any(is_pair):
+            return [str(x) for x in items], None
+        bad = next((i for i, (x, p) in enumerate(zip(items, is_pair))
+                    if not p or len(x) != 2), None)
+        if bad is not None:
+            raise RuntimeBackendError(
+                f"item {bad} of the batch is {reprlib.repr(items[bad])}, expected a (text,"
+                " pair) tuple: a batch is all single texts or all pairs", where=self.path)
+        return [str(x[0]) for x in items], [str(x[1]) for x in items]
+
     def encode(self, texts: Texts, width: int | None = None) -> Any:
         """Split single texts / pairs and encode one batch the way the model expects (padded to
         ``width`` when given, else to the smallest bucket that fits)."""
-        items = [texts] if isinstance(texts, str) else list(texts)
-        is_pair = [isinstance(x, (tuple, list)) for x in items]
-        if any(is_pair):
-            bad = next((i for i, (x, p) in enumerate(zip(items, is_pair))
-                        if not p or len(x) != 2), None)
-            if bad is not None:
-                raise RuntimeBackendError(
-                    f"item {bad} of the batch is {reprlib.repr(items[bad])}, expected a (text,"
-                    " pair) tuple: a batch is all single texts or all pairs", where=self.path)
-            a = [str(x[0]) for x in items]
-            b: list[str] | None = [str(x[1]) for x in items]
-        else:
-            a, b = [str(x) for x in items], None
+        a, b = self.split(texts)
         pad_to = self.backend.fixed_length or width
         return self.tokenizer.encode(a, b, max_length=self.max_length, buckets=self.buckets,
                                      pad_to=pad_to)
@@ -154,9 +156,10 @@ class Classifier:
         """What ``backend.run`` takes for ``items``: token ids padded to ``width`` (or to the
         smallest bucket that fits), or, for a text-in file, the items themselves."""
         if self.backend.takes_text:
-            self.encode(items)  # the same checks (all texts or all pairs) as token files
-            return {"text": [items] if isinstance(items, str) else list(items)}
-        return self.encode(items, width).as_dict()
+            a, b = self.split(items)
+            return {"text": list(zip(a, b)) if b is not None else a}
+        out: dict[str, Any] = self.encode(items, width).as_dict()
+        return out
 
     def logits(self, texts: Texts, *, batch_size: int = 8) -> np.ndarray:
         """Raw logits, shape (len(texts), num_labels)."""
