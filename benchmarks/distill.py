@@ -63,8 +63,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="mark this student as the one the default recipe ships")
     args = ap.parse_args(argv)
     results_path = REPO / "benchmarks" / "results" / f"distill_{args.task}.json"
-    if args.only == "plot":
-        plot(json.loads(results_path.read_text()), results_path.with_suffix(".png"))
+    if args.only == "plot":  # (with --default KEY: mark the shipped student, nothing re-measured)
+        results = json.loads(results_path.read_text())
+        if args.default:
+            _mark_default(results, args.default)
+            dump_json(results_path, results)
+        plot(results, results_path.with_suffix(".png"))
         return 0
 
     import os
