@@ -44,6 +44,22 @@ def _pre_process(src: Path, dst: Path) -> None:
                               where=src) from exc
 
 
+def _used_opsets_only(path: Path) -> None:
+    """Drop the opset imports of domains no node uses. quant_pre_process saves ORT's optimised
+    model with every domain registered in the process, so the same conversion gained
+    ``ai.onnx.contrib`` once onnxruntime-extensions had been imported (e.g. by an onnx-e2e file
+    earlier in the process): other bytes for the same model, seen as a flaky hash."""
+    import onnx
+
+    model = onnx.load(str(path))
+    used = {n.domain for n in model.graph.node} | {""}
+    keep = [o for o in model.opset_import if o.domain in used]
+    if len(keep) < len(model.opset_import):
+        del model.opset_import[:]
+        model.opset_import.extend(keep)
+        onnx.save(model, str(path))
+
+
 def fallback_nodes(model_proto, fallbacks: Iterable[Fallback | str],
                    names: Sequence[str] = ()) -> list[str]:
     """Node names to keep in float: those of the fallback groups, plus those of ``names`` that are
@@ -110,6 +126,7 @@ def quantize_dynamic(src: str | Path, dst: str | Path, *, per_channel: bool = Fa
         except Exception as exc:
             raise ConversionError(f"onnxruntime quantize_dynamic failed: {str(exc).splitlines()[0]}",
                                   where=src) from exc
+    _used_opsets_only(Path(dst))
     return {"recipe": "onnxruntime.quantize_dynamic", "weight_type": "int8",
             "per_channel": per_channel, "op_types": ops, "float_nodes": exclude}
 
@@ -154,6 +171,7 @@ def quantize_static(src: str | Path, dst: str | Path, calibration: CalibrationSe
         except Exception as exc:
             raise ConversionError(f"onnxruntime quantize_static failed: {str(exc).splitlines()[0]}",
                                   where=src) from exc
+    _used_opsets_only(Path(dst))
     return {"recipe": "onnxruntime.quantize_static (QDQ)", "calibration": method.value,
             "calibration_examples": len(calibration),
             "calibration_widths": sorted(int(w) for w in calibration.lengths),

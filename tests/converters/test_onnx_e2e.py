@@ -113,3 +113,14 @@ def test_sentencepiece_and_missing_calibration_are_refused(tiny_model, wordpiece
     with pytest.raises(ConfigError, match="onnx-e2e needs calibration text"):
         run_convert(cfg, wordpiece_albert["model"], tmp_path / "b", progress=False)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_int8_files_do_not_depend_on_what_the_process_imported(converted):
+    """quant_pre_process saves every domain registered in the process: once the extensions were
+    imported, the same model's int8 file gained ai.onnx.contrib (a flaky hash in the kill test)."""
+    import onnx
+
+    conv, _ = converted
+    model = onnx.load(str(conv / "model.int8-dynamic.onnx"))
+    used = {n.domain for n in model.graph.node} | {""}
+    assert {o.domain for o in model.opset_import} == used
