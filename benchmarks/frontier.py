@@ -39,6 +39,10 @@ LENGTH = {"sst2": 64, "mrpc": 128, "agnews": 128}
 HELDOUT = {"sst2": "sentiment_heldout.tsv", "mrpc": "mrpc_heldout.tsv",
            "agnews": "agnews_heldout.tsv"}
 FILES = {"onnx int8": "model.int8-dynamic.onnx", "tflite int8": "model.int8-dynamic.tflite"}
+#: from-scratch presets whose trained directories are gone: timed on a random model of their shape
+#: (``distill.py --only sizes`` writes it; latency and size depend on shapes only), placed at the
+#: fp32 accuracy their row recorded
+PRESETS = ("tiny", "small", "medium", "large")
 
 
 def convert_point(model_dir: Path, calibration: Path, out: Path, seq: int, *,
@@ -96,6 +100,16 @@ def points(task: str, keys: list[str] | None, quick: bool, work: Path) -> tuple[
                     "heldout_accuracy_fp32": row.get("heldout_accuracy"),
                     "flops_per_seq_128": row["flops_per_seq_128"],
                     "parameters": row["parameters"]}
+    for key in PRESETS:  # from-scratch presets of earlier sessions: their shape, their accuracy
+        row = results.get("students", {}).get(key)
+        d = REPO / "runs" / task / "shapes" / key / "model"
+        if row is None or (keys and key not in keys) or key in out or not d.is_dir():
+            continue
+        out[key] = {"dir": d, "role": "preset", "albert_form": False, "shape_only": True,
+                    "dev_accuracy_fp32": row["dev_accuracy"],
+                    "heldout_accuracy_fp32": row.get("heldout_accuracy"),
+                    "flops_per_seq_128": row["flops_per_seq_128"],
+                    "parameters": row["parameters"]}
     return out, DATA / task / "dev.tsv", DATA / task / "train.tsv"
 
 
@@ -139,10 +153,12 @@ def main(argv: list[str] | None = None) -> int:
         m["files"] = {}
         for label, fname in FILES.items():
             path = art / fname
+            shape_only = m.get("shape_only", False)  # random weights: accuracy means nothing
             m["files"][label] = {
                 "size_bytes": path.stat().st_size,
-                "dev_accuracy": file_accuracy(path, dev, names),
-                "heldout_accuracy": file_accuracy(path, held, names) if held else None}
+                "dev_accuracy": None if shape_only else file_accuracy(path, dev, names),
+                "heldout_accuracy": (file_accuracy(path, held, names)
+                                     if held and not shape_only else None)}
             be = open_backend(path, threads=1)
             runners[f"{name} | {label}"] = (lambda be=be, feed=feed: be.run(feed))
         if m["role"] == "teacher":
@@ -187,15 +203,20 @@ def markdown(result: dict) -> str:
         f = m["files"]["tflite int8"]
         lat = m["latency_ms"]
         held = f"{100 * f['heldout_accuracy']:.2f}" if f.get("heldout_accuracy") is not None else "-"
-        star = " (default)" if m.get("default") else ""
+        dev8 = f"{100 * f['dev_accuracy']:.2f}" if f.get("dev_accuracy") is not None else "-"
+        star = (" (default)" if m.get("default") else
+                " (preset, shape only)" if m.get("shape_only") else "")
         lines.append(
             f"| {name}{star} | {100 * m.get('dev_accuracy_fp32', float('nan')):.2f} |"
-            f" {100 * f['dev_accuracy']:.2f} | {held} | {lat['tflite int8']['p50_ms']:.2f} |"
+            f" {dev8} | {held} | {lat['tflite int8']['p50_ms']:.2f} |"
             f" {lat['onnx int8']['p50_ms']:.2f} | {f['size_bytes'] / 1e6:.2f} |"
             f" {t_bytes / f['size_bytes']:.1f} | {t_ms / lat['tflite int8']['p50_ms']:.1f} |")
     lines += ["", (f"Teacher in torch fp32: {t_ms:.2f} ms; ONNX fp32"
               f" {t['latency_ms']['onnx fp32']['p50_ms']:.2f} ms, {t_bytes / 1e6:.1f} MB."
-              " Median of interleaved rounds; p90/p99 in the JSON."), ""]
+              " Median of interleaved rounds; p90/p99 in the JSON. Presets marked 'shape only'"
+              " (earlier sessions' from-scratch students, directories gone) are timed and sized"
+              " on a random model of their shape and placed at their recorded fp32 accuracy."),
+              ""]
     return "\n".join(lines)
 
 
@@ -218,8 +239,11 @@ def plot(result: dict, path: Path) -> None:
             color = ("tab:green" if m["role"] == "teacher" else
                      "tab:red" if m.get("default") else
                      "tab:blue" if name.startswith("pruned") else "tab:gray")
-            ax.scatter([x], [100 * f["dev_accuracy"]], color=color, zorder=3)
-            ax.annotate(name, (x, 100 * f["dev_accuracy"]), fontsize=7, xytext=(4, 3),
+            acc = f["dev_accuracy"] if f["dev_accuracy"] is not None else m["dev_accuracy_fp32"]
+            ax.scatter([x], [100 * acc], zorder=3,
+                       **({"facecolors": "none", "edgecolors": color} if m.get("shape_only")
+                          else {"color": color}))
+            ax.annotate(name, (x, 100 * acc), fontsize=7, xytext=(4, 3),
                         textcoords="offset points")
         tx = (t["latency_ms"]["torch fp32"]["p50_ms"] if xkey == "ms"
               else t.get("fp32_size_bytes", 0) / 1e6)
@@ -235,7 +259,8 @@ def plot(result: dict, path: Path) -> None:
     axes[0].set_ylabel("dev accuracy, % (int8 file through the runtime)")
     m = result["machine"]
     fig.suptitle(f"{result['task']}: accuracy against latency and size ({m['cpu']}, {m['isa']});"
-                 " red line: teacher - 2 points; red dot: the default student", fontsize=9)
+                 " red line: teacher - 2 points; red dot: the default student; rings: presets"
+                 " trained from a random start (shape timed, fp32 accuracy recorded)", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
