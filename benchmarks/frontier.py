@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--students", default=None, help="comma-separated keys (default: all)")
     ap.add_argument("--work", type=Path, default=REPO / "runs" / "bench" / "frontier")
     ap.add_argument("--out-dir", type=Path, default=RESULTS)
-    ap.add_argument("--budget", type=float, default=3.0, help="seconds of timing per model")
+    ap.add_argument("--budget", type=float, default=3.0, help="seconds of timing per file (over 5 interleaved rounds)")
     ap.add_argument("--quick", action="store_true", help="tiny random models; seconds (a test)")
     ap.add_argument("--convert-only", action="store_true",
                     help="only fill the conversion cache (while training jobs still run);"
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"converted {name}", file=sys.stderr)
     if args.convert_only:
         return 0
-    samples = interleaved(runners, rounds=5, budget_s=args.budget * len(runners))
+    samples = interleaved(runners, rounds=5, budget_s=args.budget)  # seconds per runner
     for key, s in samples.items():
         name, label = key.split(" | ")
         models[name].setdefault("latency_ms", {})[label] = stats_ms(s)
@@ -258,8 +258,8 @@ def plot(result: dict, path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("dev accuracy, % (int8 file through the runtime)")
     m = result["machine"]
-    fig.suptitle(f"{result['task']}: accuracy against latency and size ({m['cpu']}, {m['isa']});"
-                 " red line: teacher - 2 points; red dot: the default student; rings: presets"
+    fig.suptitle(f"{result['task']}: accuracy against latency and size ({m['cpu']}, {m['isa']})\n"
+                 "red line: teacher - 2 points; red dot: the default student; rings: presets"
                  " trained from a random start (shape timed, fp32 accuracy recorded)", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
