@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -213,8 +214,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
             continue
         t = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix=f"bench-{shape}-") as work:
-            rows += bench_shape(shape, seq=args.seq_len, threads=args.threads, iters=iters,
-                                vocab=vocab, work=Path(work))
+            new = bench_shape(shape, seq=args.seq_len, threads=args.threads, iters=iters,
+                              vocab=vocab, work=Path(work))
+        # the process's peak RSS so far: shapes run smallest first, so it is this shape's peak
+        peak = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        rows += [{**r, "process_peak_rss_mb": peak} for r in new]
         gc.collect()
         print(f"{shape}: done in {time.perf_counter() - t:.0f} s", file=sys.stderr)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
