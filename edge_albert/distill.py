@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import shutil
 from collections.abc import Sequence
@@ -110,8 +111,6 @@ def logits_key(teacher_dir: str | Path, texts: Sequence[str], pairs: Sequence[st
 def logits_cache_dir(run_cache: Path) -> Path:
     """``$EDGE_ALBERT_CACHE/teacher-logits`` when set (runs with the same teacher and texts,
     e.g. several presets, compute the logits once), else the run's own checkpoint directory."""
-    import os
-
     shared = os.environ.get(CACHE_ENV)
     return Path(shared).expanduser() / "teacher-logits" if shared else run_cache
 
@@ -126,7 +125,10 @@ def _teacher_logits(teacher: Any, data: TokenizedSet, cache: Path, key: str) -> 
     cache.mkdir(parents=True, exist_ok=True)
     on_gpu = next(teacher.parameters()).is_cuda
     logits = predict_logits(teacher, data, batch_size=1024 if on_gpu else 128)
-    tmp = cache / f".teacher_logits.{random.getrandbits(32)}.npy"
+    # the pid names the temp file: a seeded random name was the same in every rank of a DDP run
+    # (and in parallel runs with one seed and a shared cache), so one rank's rename took the
+    # other's file
+    tmp = cache / f".teacher_logits.{os.getpid()}.npy"
     np.save(tmp, logits)
     tmp.replace(npy)
     atomic_write_text(meta, json.dumps({"key": key, "rows": len(logits)}))  # a kill never cuts it
