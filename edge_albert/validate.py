@@ -9,7 +9,12 @@ Hugging Face model directory run in torch, or a float model file run through the
 time, cold start (load + first inference) and peak RSS are measured per file in a fresh
 subprocess that imports only the runtime (``python -m edge_albert.validate``), so one file's memory
 does not pollute the next and an interpreter that crashes on a corrupt file cannot take this
-process down. Latency is timed on ``backend.run`` with real encoded batches at every bucket.
+process down. Latency is timed on ``backend.run`` with real encoded batches at every bucket (a
+text-in ``.e2e.onnx`` file gets the texts and tokenizes inside).
+
+One module at ~420 lines, not split: the per-file measurements (accuracy, latency, cold start)
+and the stage that runs them share one config and one report entry; the reference model and the
+report rendering already live in :mod:`.reference` and :mod:`.report`.
 
 The report (``report.json``, ``report.md``, ``report.html``; see :mod:`edge_albert.report`) is
 written atomically first; only then does the accuracy gate (``max_drop`` points below the
