@@ -120,6 +120,22 @@ def feeds_at(tokenizer: Any, texts: Sequence[str], *, seq: int, batch: int,
     return out
 
 
+def texts_at(tokenizer: Any, texts: Sequence[str], *, seq: int, batch: int) -> list[str]:
+    """``batch`` real texts, each repeated and cut at a word so that it encodes to at most ``seq``
+    tokens (special tokens included): the text-in files' counterpart of :func:`feeds_at`."""
+    out = []
+    for r in range(batch):
+        words = (" ".join([texts[r % len(texts)]] * (1 + 4 * seq))).split()[:4 * seq]
+        lo, hi = 1, len(words)
+        while lo < hi:  # the most words that still fit
+            mid = (lo + hi + 1) // 2
+            n = int(tokenizer.encode([" ".join(words[:mid])], max_length=16 * seq)
+                    .attention_mask[0].sum())
+            lo, hi = (mid, hi) if n <= seq else (lo, mid - 1)
+        out.append(" ".join(words[:lo]))
+    return out
+
+
 def interleaved(runners: Mapping[str, Callable[[], Any]], *, rounds: int = 5,
                 min_calls: int = 3, budget_s: float = 2.0) -> dict[str, list[float]]:
     """Time every runner in turn, ``rounds`` times; seconds per call, per runner.

@@ -2,7 +2,10 @@
 
 Rows: the teacher in torch fp32 and ONNX Runtime fp32; the student in torch fp32; every file the
 project's converter writes for the student (ONNX fp32 / int8-dynamic / int8-static QDQ, the same
-three as .ort, TFLite fp32 / fp16 / int8-dynamic / full-integer int8-static). Columns: sequence
+three as .ort, TFLite fp32 / fp16 / int8-dynamic / full-integer int8-static), and the files the
+mobile clients load as they are: ExecuTorch ``.pte`` (fp32, int8-dynamic, int8-static; when the
+executorch extra is installed) and text-in ``.e2e.onnx`` (fp32, int8-dynamic; WordPiece students:
+text in, so its cells include tokenization, one text per call). Columns: sequence
 length 32, 64, 128 x batch 1, 8 x 1, 2 threads: median and p90 latency and throughput; plus file
 size, peak RSS (each model alone in a fresh process) and dev accuracy (all rows through the real
 tokenizer). Candidates are timed in interleaved rounds, so load on the machine hits all alike.
@@ -47,6 +50,10 @@ STUDENT_FILES = ("model.fp32.onnx", "model.int8-dynamic.onnx", "model.int8-stati
                  "model.fp32.tflite", "model.fp16.tflite", "model.int8-dynamic.tflite",
                  "model.int8-static.tflite")
 
+#: the mobile clients' files, converted into their own cached artifact (see client_artifact)
+CLIENT_FILES = ("model.fp32.pte", "model.int8-dynamic.pte", "model.int8-static.pte",
+                "model.fp32.e2e.onnx", "model.int8-dynamic.e2e.onnx")
+
 RSS_PROBE = r"""
 import json, sys, numpy as np
 sys.path.insert(0, {bench!r})
@@ -68,7 +75,7 @@ else:
     from edge_albert.runtime.backends import open_backend
     base = current_rss_mb()
     be = open_backend(path, threads=threads)
-    be.run(feed)
+    be.run({{"text": ["a fine and moving film " * 20] * 8}} if be.takes_text else feed)
 print(json.dumps({{"baseline_rss_mb": base, "peak_rss_mb": peak_rss_mb()}}))
 """
 
@@ -83,6 +90,29 @@ def peak_rss(kind: str, path: Path, tokenizer: Path, threads: int) -> dict[str, 
     got = json.loads(r.stdout.strip().splitlines()[-1])
     got["model_rss_mb"] = round(got["peak_rss_mb"] - got["baseline_rss_mb"], 1)
     return got
+
+
+def client_artifact(student: Path, calibration: Path, out: Path, *, quick: bool) -> Path | None:
+    """The student's ExecuTorch and text-in files (converted once and cached under ``out``):
+    ``.pte`` when executorch is installed, ``.e2e.onnx`` when the tokenizer is WordPiece. With
+    --quick, the fp32 ``.pte`` only (a test of the path, in seconds)."""
+    import importlib.util
+
+    from edge_albert.converters.convert import ConvertConfig, run_convert
+    from edge_albert.converters.onnx_e2e import e2e_refusal
+
+    if (out / "manifest.json").is_file():
+        return out
+    formats = (["pte"] if importlib.util.find_spec("executorch") else []) + (
+        [] if quick or e2e_refusal(student) else ["onnx-e2e"])
+    if not formats:
+        return None
+    precisions = ("fp32",) if quick else ("fp32", "int8-dynamic", "int8-static")
+    cfg = ConvertConfig(formats=tuple(formats), precisions=precisions, buckets=(32, 64, 128),
+                        fixed_shapes=(), calibration_size=32 if quick else 256,
+                        parity_examples=32 if quick else 256)
+    run_convert(cfg, student, out, calibration=calibration, progress=not quick)
+    return out
 
 
 def teacher_onnx(teacher: Path, out: Path) -> Path:
@@ -149,6 +179,7 @@ def measure(models: dict[str, dict], dev: Path, *, seqs: Sequence[int], batches:
             threads: Sequence[int], budget_s: float, rounds: int) -> list[dict]:
     """Latency cells: every model at every (threads, seq, batch), interleaved per cell."""
     import torch
+    from _common import texts_at
     from edge_albert.runtime.backends import open_backend
     from edge_albert.runtime.tokenizer import TextTokenizer
 
@@ -172,6 +203,9 @@ def measure(models: dict[str, dict], dev: Path, *, seqs: Sequence[int], batches:
                         runners[n] = torch_runner(torch_models[n], feed)
                     else:
                         be = backends[n]
+                        if be.takes_text:  # text in: the same texts, cut to seq tokens
+                            feed = {"text": texts_at(toks[m["tokenizer"]], texts, seq=seq,
+                                                     batch=b)}
                         runners[n] = (lambda be=be, feed=feed: be.run(feed))
                 samples = interleaved(runners, rounds=rounds, budget_s=budget_s)
                 for n, s in samples.items():
@@ -307,6 +341,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
             models[f"student {f.removeprefix('model.')}"] = {
                 "role": "student", "kind": f.rsplit(".", 1)[1], "path": str(art / f),
                 "tokenizer": str(art), "size_bytes": (art / f).stat().st_size}
+    clients = client_artifact(student, cal, work / "clients", quick=args.quick)
+    for f in CLIENT_FILES if clients else ():
+        if (clients / f).is_file():
+            kind = "e2e" if f.endswith(".e2e.onnx") else "pte"
+            models[f"student {f.removeprefix('model.')}"] = {
+                "role": "student", "kind": kind, "path": str(clients / f),
+                "tokenizer": str(clients), "size_bytes": (clients / f).stat().st_size}
     for m in models.values():
         m["max_length"] = max_len
     print("accuracy on the dev set ...", file=sys.stderr)

@@ -95,7 +95,8 @@ class ConvertConfig:
         set_(self, "weight_type", IntType(self.weight_type))
         set_(self, "buckets", tuple(sorted({int(b) for b in self.buckets})))
         if not self.formats:
-            raise ConfigError("names no format (valid: onnx, ort, tflite)", key="convert.formats")
+            raise ConfigError("names no format (valid: "
+                              + ", ".join(f.value for f in Format) + ")", key="convert.formats")
         # a precision applies to the formats that hold it (fp16: TFLite only); one that no
         # requested format holds is an error listing what each supports
         for p in self.precisions:
@@ -303,6 +304,7 @@ def _step_names(plan: list[tuple[Format, Precision]]) -> list[str]:
     if any(f is Format.ORT for f, _ in plan):
         names.append("ort")
     names += [f"onnx-e2e {p.value}" for f, p in plan if f is Format.ONNX_E2E]
+    names += [f"pte {p.value}" for f, p in plan if f is Format.PTE]
     if any(f is Format.TFLITE for f, _ in plan):
         names.append("tensorflow graph")
         names += [f"tflite {p.value}" for f, p in plan if f is Format.TFLITE]

@@ -156,6 +156,9 @@ class Converter:
         tflite_precs = [p for f, p in plan if f is Format.TFLITE]
         if tflite_precs:
             self.tflite_files(tflite_precs)
+        for fmt, p in plan:
+            if fmt is Format.PTE:
+                self.steps.run(f"pte {p.value}", functools.partial(self.pte_file, p))
         self.check_fallback_nodes()
 
     def check_fallback_nodes(self) -> None:
@@ -342,3 +345,28 @@ class Converter:
             if p is Precision.FP32:
                 check_tflite_storage(path, self.params)
             self.measure(path, Format.TFLITE, p, recipe)
+
+    # -- ExecuTorch -------------------------------------------------------------------------
+    def pte_file(self, p: Precision) -> None:
+        """``model.<p>.pte`` (see :mod:`.pte`), run in ExecuTorch's runtime against torch; its
+        manifest entry records what the XNNPACK delegate took instead of a weight census."""
+        from .parity import compare, run_file
+        from .pte import convert_pte
+
+        data, recipe = convert_pte(self.model, self.spec, p, calibration=self.cal)
+        name = model_filename(Format.PTE, p)
+        path = self.w.path / name
+        path.write_bytes(data)
+        par = compare(self.ref, run_file(path, self.batches, threads=self.config.threads),
+                      fmt=Format.PTE, precision=p)
+        size = path.stat().st_size
+        meta = {"format": Format.PTE.value, "precision": p.value,
+                **self.spec.io_description(Format.PTE),
+                "requires": {"runtime": "ExecuTorch (executorch.runtime on a host; the Android"
+                                        " AAR or iOS framework on a phone) with the XNNPACK"
+                                        " backend"},
+                "recipe": recipe, "parity": par.to_dict(),
+                "bytes_per_parameter": round(size / self.params, 4)}
+        self.parity[name] = par
+        self.described[name] = meta
+        self.w.describe(name, **meta)

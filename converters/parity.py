@@ -1,7 +1,8 @@
 """Run converted files on padded real inputs and compare their logits with torch.
 
-:func:`run_file` runs an ``.onnx`` / ``.ort`` file in an onnxruntime ``InferenceSession`` or a
-``.tflite`` file in LiteRT's ``Interpreter`` (its signature runner, resized per batch).
+:func:`run_file` runs an ``.onnx`` / ``.ort`` file in an onnxruntime ``InferenceSession``, a
+``.tflite`` file in LiteRT's ``Interpreter`` (its signature runner, resized per batch) or a
+``.pte`` program in ExecuTorch's runtime.
 :func:`compare` gives max abs logit difference and top-1 agreement; :func:`gate` collects every
 file that misses its tolerance (fp32 1e-4, fp16 1e-2; int8 only reports) or returns a non-finite
 logit, and raises one :class:`ConversionError` with the numbers of all of them.
@@ -60,6 +61,15 @@ def run_file(path: str | Path, batches: Sequence[Feed], *, threads: int = 2) -> 
         return _run_ort(path, batches, threads)
     if path.suffix == ".tflite":
         return _run_tflite(path, batches, threads)
+    if path.suffix == ".pte":
+        from ..runtime.backends import PteBackend
+
+        try:
+            backend = PteBackend(path, threads=threads)
+        except Exception as exc:
+            raise ConversionError(f"ExecuTorch cannot load the file: {str(exc)[:300]}",
+                                  where=path) from exc
+        return [backend.run({n: np.asarray(b[n]) for n in INPUT_NAMES}) for b in batches]
     raise ValueError(f"cannot run {path.name}")
 
 

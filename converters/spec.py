@@ -20,6 +20,7 @@ class Format(str, enum.Enum):
     ORT = "ort"        # onnxruntime's flatbuffer format of each .onnx, for reduced mobile builds
     TFLITE = "tflite"  # LiteRT / TFLite flatbuffer, builtin ops only
     ONNX_E2E = "onnx-e2e"  # text in, label out: the tokenizer as onnxruntime-extensions ops
+    PTE = "pte"        # ExecuTorch program, XNNPACK delegate, for ExecuTorch's own runtime
 
     @property
     def suffix(self) -> str:
@@ -75,9 +76,11 @@ INPUT_NAMES: tuple[str, ...] = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAME = "logits"
 #: numpy dtype name of every input, per format
 INPUT_DTYPES: dict[Format, str] = {Format.ONNX: "int64", Format.ORT: "int64",
-                                   Format.TFLITE: "int32", Format.ONNX_E2E: "string"}
+                                   Format.TFLITE: "int32", Format.ONNX_E2E: "string",
+                                   Format.PTE: "int64"}
 DEFAULT_BUCKETS: tuple[int, ...] = (32, 64, 128)
-#: what ``convert`` writes unless told: onnx-e2e needs calibration text and a WordPiece tokenizer
+#: what ``convert`` writes unless told: onnx-e2e needs calibration text and a WordPiece tokenizer,
+#: pte the executorch extra
 DEFAULT_FORMATS: tuple[Format, ...] = (Format.ONNX, Format.ORT, Format.TFLITE)
 OPSET = 18
 MIN_OPSET = 18
@@ -94,6 +97,7 @@ SUPPORTED: dict[Format, tuple[Precision, ...]] = {
     Format.ORT: (Precision.FP32, Precision.INT8_DYNAMIC, Precision.INT8_STATIC),
     Format.TFLITE: (Precision.FP32, Precision.FP16, Precision.INT8_DYNAMIC, Precision.INT8_STATIC),
     Format.ONNX_E2E: (Precision.FP32, Precision.INT8_DYNAMIC, Precision.INT8_STATIC),
+    Format.PTE: (Precision.FP32, Precision.INT8_DYNAMIC, Precision.INT8_STATIC),
 }
 
 #: float fallbacks a recipe uses unless told otherwise: the head, and the non-linearities whose

@@ -5,6 +5,7 @@ the device runtime import it. Heavy parts load when first used.
 """
 from __future__ import annotations
 
+import logging as _logging
 import os as _os
 
 # In a source checkout the product card keeps runtime/, converters/ and apps/ at the top of the
@@ -15,6 +16,14 @@ _root = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
 if (_os.path.isfile(_os.path.join(_root, "pyproject.toml"))
         and _os.path.isfile(_os.path.join(_root, "runtime", "__init__.py")) and _root not in __path__):
     __path__.append(_root)
+
+# ExecuTorch (the pte format's extra) installs torchao, which transformers then imports on its own
+# import: torchao logs a warning for each CUDA-only kernel library a CPU machine cannot load, and
+# torch's pytree one deprecation warning per torchao enum, on every command. Neither is about
+# this package's work; a level the user set is left alone.
+for _name in ("torchao", "torch.utils._pytree"):
+    if _logging.getLogger(_name).level == _logging.NOTSET:
+        _logging.getLogger(_name).setLevel(_logging.ERROR)
 
 from .errors import (  # noqa: E402 - after the __path__ line above, which it may need
     AccuracyGateError,

@@ -22,7 +22,8 @@ from .runtime.cpu import cpu_facts, interesting_flags, parse_cpuinfo, read_cpuin
 
 SCHEMA = "edge-albert/report/v1"
 FILES = ("report.json", "report.md", "report.html")
-COLORS = {"onnx": "#1f77b4", "ort": "#2ca02c", "tflite": "#d62728", "onnx-e2e": "#9467bd"}
+COLORS = {"onnx": "#1f77b4", "ort": "#2ca02c", "tflite": "#d62728", "onnx-e2e": "#9467bd",
+          "pte": "#ff7f0e"}
 MARKERS = {"fp32": "o", "fp16": "s", "int8-dynamic": "^", "int8-static": "D"}
 
 

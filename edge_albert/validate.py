@@ -218,7 +218,7 @@ def _open_artifacts(paths: Sequence[str | Path]) -> list[_Artifact]:
         manifest = verify(d)  # re-hashes every file: names the first that changed
         files = model_files(d)
         if not files:
-            raise ArtifactError("the manifest lists no model file (.onnx, .ort, .tflite)", where=d)
+            raise ArtifactError("the manifest lists no model file (.onnx, .ort, .tflite, .pte)", where=d)
         out.append(_Artifact(d, manifest, files))
     return out
 

@@ -1,4 +1,5 @@
-"""Interpreters behind one small interface: ONNX Runtime (.onnx, .ort) and TFLite (.tflite).
+"""Interpreters behind one small interface: ONNX Runtime (.onnx, .ort), TFLite (.tflite) and,
+on a host with the toolchain, ExecuTorch (.pte).
 
 Each backend takes numpy feeds named ``input_ids``, ``attention_mask``, ``token_type_ids`` and
 returns float32 logits; a text-in file (``.e2e.onnx``, the tokenizer inside as
@@ -19,7 +20,7 @@ import numpy as np
 
 from ..errors import RuntimeBackendError
 
-FORMATS = {".onnx": "onnx", ".ort": "ort", ".tflite": "tflite"}
+FORMATS = {".onnx": "onnx", ".ort": "ort", ".tflite": "tflite", ".pte": "pte"}
 E2E_SUFFIX = ".e2e.onnx"
 
 
@@ -243,6 +244,55 @@ class TFLiteBackend(Backend):
         return {self._lib: self._version}
 
 
+class PteBackend(Backend):
+    """An ExecuTorch ``.pte`` program in ExecuTorch's Python runtime. That runtime takes torch
+    tensors, so this backend is for checking a ``.pte`` on a host (validate, benchmarks); on a
+    phone ExecuTorch's own runtime (Android AAR, iOS framework) loads the same file."""
+
+    name = "executorch"
+    format = "pte"
+
+    def __init__(self, path: Path, *, threads: int | None = None) -> None:
+        super().__init__(path)
+        import warnings
+
+        try:
+            with warnings.catch_warnings():  # ExecuTorch's imports warn about its own internals
+                warnings.simplefilter("ignore")
+                import torch
+                from executorch.extension.pybindings import portable_lib
+                from executorch.runtime import Runtime
+        except ImportError:
+            raise RuntimeBackendError("ExecuTorch is not installed (a .pte file needs its"
+                                      " runtime, which needs torch)", where=path,
+                                      hint="pip install 'edge-albert[executorch]'") from None
+        self._torch = torch
+        if threads:  # XNNPACK's threadpool is one per process
+            portable_lib._unsafe_reset_threadpool(int(threads))
+        try:
+            self.method = Runtime.get().load_program(str(path)).load_method("forward")
+        except Exception as exc:
+            raise RuntimeBackendError(f"ExecuTorch cannot load this file ({_first_line(exc)})",
+                                      where=path) from None
+        self.input_names = ["input_ids", "attention_mask", "token_type_ids"]
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        torch = self._torch
+        args = [torch.from_numpy(np.ascontiguousarray(feeds[n], dtype=np.int64))
+                for n in self.input_names]
+        try:
+            out = self.method.execute(args)[0]
+        except Exception as exc:
+            raise RuntimeBackendError(f"ExecuTorch failed to run ({_first_line(exc)})",
+                                      where=self.path) from None
+        return np.asarray(out.detach().numpy(), dtype=np.float32)
+
+    def versions(self) -> dict[str, str]:
+        from importlib import metadata
+
+        return {"executorch": metadata.version("executorch")}
+
+
 def open_backend(path: str | Path, *, threads: int | None = None, backend: str | None = None,
                  providers: Sequence[str] = ("cpu",)) -> Backend:
     """Open a model file with the backend its suffix (or ``backend``) names."""
@@ -256,5 +306,7 @@ def open_backend(path: str | Path, *, threads: int | None = None, backend: str |
         return OnnxRuntimeBackend(path, threads=threads, providers=providers)
     if kind in ("tflite", "litert"):
         return TFLiteBackend(path, threads=threads)
-    raise RuntimeBackendError(f"unknown model format {path.suffix!r} (expected .onnx, .ort or"
-                              " .tflite)", where=path)
+    if kind in ("pte", "executorch"):
+        return PteBackend(path, threads=threads)
+    raise RuntimeBackendError(f"unknown model format {path.suffix!r} (expected .onnx, .ort,"
+                              " .tflite or .pte)", where=path)

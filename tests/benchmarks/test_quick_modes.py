@@ -38,12 +38,15 @@ def test_quick_matrix_measures_every_file_at_every_cell(tmp_path, work):
     models = saved["models"]
     want = {"teacher torch fp32", "teacher onnx fp32", "student torch fp32"} | {
         "student " + f.removeprefix("model.") for f in load("latency_matrix").STUDENT_FILES}
+    if importlib.util.find_spec("executorch"):  # ExecuTorch's file is timed beside the others
+        want.add("student fp32.pte")
     assert set(models) == want
     for name, m in models.items():
         assert 0.0 <= m["accuracy"] <= 1.0 and m["size_bytes"] > 0, name
         assert m["rss"]["peak_rss_mb"] > m["rss"]["baseline_rss_mb"] > 0, name
     # the fp32 files compute what torch computes: same predictions on every dev row
-    for name in ("teacher onnx fp32", "student fp32.onnx", "student fp32.tflite"):
+    for name in {"teacher onnx fp32", "student fp32.onnx", "student fp32.tflite",
+                 "student fp32.pte"} & want:
         assert models[name]["agreement_with_torch"] == 1.0, name
     assert models["student int8-dynamic.onnx"]["size_bytes"] < models["student fp32.onnx"]["size_bytes"]
     cells = {(c["model"], c["seq"], c["batch"]) for c in saved["cells"]}
