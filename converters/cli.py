@@ -93,16 +93,25 @@ def convert_command(ctx: click.Context, model_dir: Path, out: Path, formats: str
         manifest = run_convert(config, model_dir, out, calibration=calibration, force=force,
                                progress=not quiet)
     for name, meta in manifest.files.items():
-        if "parity" not in meta:
-            continue
-        p = meta["parity"]
-        parts = meta["census"]["weight_ops"]
-        enc = parts.get("encoder", {"int8": 0, "float": 0})
-        click.echo(f"{name:<28} {meta['size_bytes'] / 1e6:8.2f} MB  max|dlogit| "
-                   f"{p['max_abs_logit_diff']:.2e}  agree {p['agreement']:6.1%}  "
-                   f"encoder weights int8 {enc['int8']}/{enc['int8'] + enc['float']}")
+        if "parity" in meta:
+            click.echo(summary_line(name, meta))
     click.echo(f"wrote {out} ({sum('parity' in m for m in manifest.files.values())} model files,"
                f" {manifest.extra['parameters']:,} parameters)")
 
 
-__all__ = ["convert_command"]
+def summary_line(name: str, meta: dict) -> str:
+    """One line per model file: size, parity, and how much of it is int8 (the XNNPACK
+    delegate's share for an ExecuTorch program, which has no weight census)."""
+    p = meta["parity"]
+    if "census" in meta:
+        enc = meta["census"]["weight_ops"].get("encoder", {"int8": 0, "float": 0})
+        what = f"encoder weights int8 {enc['int8']}/{enc['int8'] + enc['float']}"
+    else:
+        rec = meta.get("recipe", {})
+        what = (f"XNNPACK pieces {rec.get('delegate_pieces', '?')}, ops outside"
+                f" {sum(rec.get('ops_outside_delegate', {}).values())}")
+    return (f"{name:<28} {meta['size_bytes'] / 1e6:8.2f} MB  max|dlogit| "
+            f"{p['max_abs_logit_diff']:.2e}  agree {p['agreement']:6.1%}  {what}")
+
+
+__all__ = ["convert_command", "summary_line"]

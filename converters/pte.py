@@ -109,8 +109,13 @@ def _quantized(module: Any, spec: ExportSpec, precision: Precision,
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     dynamic = precision is Precision.INT8_DYNAMIC
-    quantizer = XNNPACKQuantizer().set_global(
-        get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic))
+    config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic)
+    # static: the Linear layers only. Globally, the quantizer also takes the add of the -1e4
+    # padding mask to the attention scores: one int8 scale then spans [-1e4, max score] and
+    # attention turns uniform (the SST-2 student: 79.7 % agreement with torch, against 99.2 %
+    # for int8-dynamic); the converter's own float fallbacks keep the same path in float.
+    quantizer = (XNNPACKQuantizer().set_global(config) if dynamic
+                 else XNNPACKQuantizer().set_module_type(torch.nn.Linear, config))
     example = _example(spec)
     graph = torch.export.export(module, example, dynamic_shapes=_dynamic(spec)).module()
     prepared = prepare_pt2e(graph, quantizer)

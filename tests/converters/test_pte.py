@@ -61,6 +61,17 @@ def test_pte_files_are_described_and_delegated(converted):
             < fp32["bytes_per_parameter"])
 
 
+def test_convert_command_summarises_every_file(converted):
+    """The CLI's closing lines (a KeyError on the census once: .pte files have none)."""
+    from edge_albert.converters.cli import summary_line
+
+    _, m = converted
+    lines = [summary_line(n, meta) for n, meta in m.files.items() if "parity" in meta]
+    assert len(lines) == 6
+    assert any("model.int8-dynamic.pte" in ln and "XNNPACK pieces" in ln for ln in lines)
+    assert any("model.fp32.onnx" in ln and "encoder weights int8 0/" in ln for ln in lines)
+
+
 def test_executorch_runtime_agrees_with_the_runtime_on_200_texts(converted):
     from edge_albert.runtime import Classifier
 
