@@ -106,7 +106,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 def markdown(result: dict) -> str:
     keys = [(c["seq"], c["batch"]) for c in result["cells"]]
-    lines = [f"Machine: {result['machine']['cpu']}; 1 thread; median ms per call.", "",
+    m = result["machine"]
+    lines = [f"Machine: {m['cpu']} (isa {m['isa']}; flags {' '.join(m['flags'])}), {m['cores']}"
+             " cores; 1 thread; median ms per call (s: tokens, b: batch). Command: "
+             f"`{result['command'].strip()}`.", "",
              "| file | backend | MB | dev acc | agree w/ float | "
              + " | ".join(f"s{s} b{b}" for s, b in keys) + " |",
              "|---|---|---:|---:|---:|" + "---:|" * len(keys)]
