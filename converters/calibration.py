@@ -79,10 +79,11 @@ class CalibrationSet:
 
         return Reader()
 
-    def uniform(self) -> CalibrationSet:
-        """The same examples all padded to the widest bucket used (onnxruntime's histogram
-        calibrators, Entropy and Percentile, need one shape per tensor)."""
-        width = max(f["input_ids"].shape[1] for f in self.feeds)
+    def uniform(self, width: int | None = None) -> CalibrationSet:
+        """The same examples all padded to ``width`` or the widest bucket used (onnxruntime's
+        histogram calibrators, Entropy and Percentile, need one shape per tensor; a
+        fixed-shape file, its own)."""
+        width = width or max(f["input_ids"].shape[1] for f in self.feeds)
         feeds = []
         for f in self.feeds:
             extra = width - f["input_ids"].shape[1]

@@ -141,10 +141,12 @@ def _check_inputs(config: ConvertConfig, calibration: str | Path | None,
         raise ConfigError("int8-static needs calibration text", key="--calibration",
                           hint="pass --calibration DATA (a labelled TSV/CSV/JSONL of the task), or"
                                " leave int8-static out of --precisions")
-    if Format.ONNX_E2E in config.formats and calibration is None:
-        raise ConfigError("onnx-e2e needs calibration text (its tokenizer is checked against"
-                          " the runtime's on it)", key="--calibration",
-                          hint="pass --calibration DATA, or leave onnx-e2e out of --formats")
+    for fmt in (Format.ONNX_E2E, Format.MEDIAPIPE):
+        if fmt in config.formats and calibration is None:
+            raise ConfigError(f"{fmt.value} needs calibration text (its tokenizer is checked"
+                              " against the runtime's on it)", key="--calibration",
+                              hint=f"pass --calibration DATA, or leave {fmt.value} out of"
+                                   " --formats")
     check_new_output(out_dir, force)
 
 
@@ -274,14 +276,18 @@ def _text_source(config: ConvertConfig, ds: Any, tok: Any, model_dir: Path,
                  labels: list[str]) -> TextSource | None:
     """Parity texts for text-in files: a seeded sample of the calibration rows, plus each of the
     first eight upper-cased, with accents, and repeated past the maximum length."""
-    if Format.ONNX_E2E not in config.formats:
+    if Format.ONNX_E2E not in config.formats and Format.MEDIAPIPE not in config.formats:
         return None
     from .onnx_e2e import e2e_refusal
 
-    why = e2e_refusal(model_dir)
+    why = e2e_refusal(model_dir) if Format.ONNX_E2E in config.formats else None
     if why:
         raise ConfigError(f"onnx-e2e: {why}", key="--formats",
                           hint="leave onnx-e2e out of --formats for this tokenizer")
+    if Format.MEDIAPIPE in config.formats and getattr(ds, "pairs", None):
+        raise ConfigError("mediapipe: MediaPipe's TextClassifier takes one text, and this task's"
+                          " examples are text pairs", key="--formats",
+                          hint="leave mediapipe out of --formats for a pair task")
     items = ds.inputs()
     rng = np.random.default_rng(config.seed + 2)
     picked = [items[int(i)] for i in rng.permutation(len(items))[:config.parity_examples]]
@@ -305,6 +311,11 @@ def _step_names(plan: list[tuple[Format, Precision]]) -> list[str]:
         names.append("ort")
     names += [f"onnx-e2e {p.value}" for f, p in plan if f is Format.ONNX_E2E]
     names += [f"pte {p.value}" for f, p in plan if f is Format.PTE]
+    if any(f is Format.MEDIAPIPE for f, _ in plan):
+        if not any(f is Format.TFLITE for f, _ in plan):
+            names.append("tensorflow graph")
+        names.append("mediapipe tokenizer check")
+        names += [f"mediapipe {p.value}" for f, p in plan if f is Format.MEDIAPIPE]
     if any(f is Format.TFLITE for f, _ in plan):
         names.append("tensorflow graph")
         names += [f"tflite {p.value}" for f, p in plan if f is Format.TFLITE]

@@ -137,6 +137,7 @@ class Converter:
         self.parity: dict = {}
         self.described: dict[str, dict] = {}
         self.tf_diff: float | None = None
+        self._tf_module: Any = None
 
     # -- shared -------------------------------------------------------------------------------
     def measure(self, path: Path, fmt: Format, precision: Precision, recipe: dict) -> None:
@@ -156,6 +157,11 @@ class Converter:
         tflite_precs = [p for f, p in plan if f is Format.TFLITE]
         if tflite_precs:
             self.tflite_files(tflite_precs)
+        mediapipe_precs = [p for f, p in plan if f is Format.MEDIAPIPE]
+        if mediapipe_precs:
+            from .mediapipe_file import mediapipe_files
+
+            mediapipe_files(self, mediapipe_precs)
         for fmt, p in plan:
             if fmt is Format.PTE:
                 self.steps.run(f"pte {p.value}", functools.partial(self.pte_file, p))
@@ -330,11 +336,17 @@ class Converter:
         self.w.describe(name, **meta)
 
     # -- TFLite -----------------------------------------------------------------------------
+    def tf_module(self) -> Any:
+        """The TensorFlow graph (built once, for the TFLite and MediaPipe files)."""
+        if self._tf_module is None:
+            self._tf_module, self.tf_diff = self.steps.run("tensorflow graph", functools.partial(
+                tf_graph, self.model, self.spec, self.batches[0]))
+        return self._tf_module
+
     def tflite_files(self, precs: list[Precision]) -> None:
         from .tflite_convert import convert_tflite
 
-        module, self.tf_diff = self.steps.run("tensorflow graph", functools.partial(
-            tf_graph, self.model, self.spec, self.batches[0]))
+        module = self.tf_module()
         c = self.config
         for p in precs:
             data, recipe = self.steps.run(f"tflite {p.value}", functools.partial(

@@ -21,10 +21,12 @@ class Format(str, enum.Enum):
     TFLITE = "tflite"  # LiteRT / TFLite flatbuffer, builtin ops only
     ONNX_E2E = "onnx-e2e"  # text in, label out: the tokenizer as onnxruntime-extensions ops
     PTE = "pte"        # ExecuTorch program, XNNPACK delegate, for ExecuTorch's own runtime
+    MEDIAPIPE = "mediapipe"  # TFLite [1, L] + MediaPipe metadata, for MediaPipe's TextClassifier
 
     @property
     def suffix(self) -> str:
-        return ".e2e.onnx" if self is Format.ONNX_E2E else "." + self.value
+        return {Format.ONNX_E2E: ".e2e.onnx",
+                Format.MEDIAPIPE: ".mediapipe.tflite"}.get(self, "." + self.value)
 
 
 class Precision(str, enum.Enum):
@@ -77,10 +79,10 @@ OUTPUT_NAME = "logits"
 #: numpy dtype name of every input, per format
 INPUT_DTYPES: dict[Format, str] = {Format.ONNX: "int64", Format.ORT: "int64",
                                    Format.TFLITE: "int32", Format.ONNX_E2E: "string",
-                                   Format.PTE: "int64"}
+                                   Format.PTE: "int64", Format.MEDIAPIPE: "string"}
 DEFAULT_BUCKETS: tuple[int, ...] = (32, 64, 128)
 #: what ``convert`` writes unless told: onnx-e2e needs calibration text and a WordPiece tokenizer,
-#: pte the executorch extra
+#: pte the executorch extra, mediapipe the mediapipe extra and calibration text
 DEFAULT_FORMATS: tuple[Format, ...] = (Format.ONNX, Format.ORT, Format.TFLITE)
 OPSET = 18
 MIN_OPSET = 18
@@ -98,6 +100,8 @@ SUPPORTED: dict[Format, tuple[Precision, ...]] = {
     Format.TFLITE: (Precision.FP32, Precision.FP16, Precision.INT8_DYNAMIC, Precision.INT8_STATIC),
     Format.ONNX_E2E: (Precision.FP32, Precision.INT8_DYNAMIC, Precision.INT8_STATIC),
     Format.PTE: (Precision.FP32, Precision.INT8_DYNAMIC, Precision.INT8_STATIC),
+    Format.MEDIAPIPE: (Precision.FP32, Precision.FP16, Precision.INT8_DYNAMIC,
+                       Precision.INT8_STATIC),
 }
 
 #: float fallbacks a recipe uses unless told otherwise: the head, and the non-linearities whose

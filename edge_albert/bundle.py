@@ -82,15 +82,32 @@ class BundleConfig:
 
 
 # ------------------------------------------------------------------------------ helpers
+def _mediapipe_files(conv: Manifest, root: Path, w: Any) -> list[str]:
+    """Copy the artifact's MediaPipe TextClassifier files under ``mediapipe/`` (for the app:
+    MediaPipe tokenizes, so the adb scripts do not time them)."""
+    from .runtime.backends import MEDIAPIPE_SUFFIX
+
+    assert conv.path is not None
+    names = sorted(n for n in conv.files if n.endswith(MEDIAPIPE_SUFFIX) and "/" not in n)
+    if names:
+        (root / "mediapipe").mkdir()
+    for n in names:
+        shutil.copy2(conv.path / n, root / "mediapipe" / n)
+        w.describe(f"mediapipe/{n}", **{k: v for k, v in conv.files[n].items()
+                                        if k not in ("sha256", "size_bytes")})
+    return names
+
+
 def _pick_models(conv: Manifest, cfg: BundleConfig) -> list[str]:
     from .runtime import model_files
-    from .runtime.backends import E2E_SUFFIX
+    from .runtime.backends import E2E_SUFFIX, MEDIAPIPE_SUFFIX
 
     allowed = {Target.RPI: (".onnx", ".ort", ".tflite"), Target.ANDROID: (".ort", ".tflite")}
     assert conv.path is not None
-    # text-in files need onnxruntime-extensions, which the bundles' device scripts do not install
-    names = [n for n in model_files(conv.path)
-             if Path(n).suffix in allowed[cfg.target] and not n.endswith(E2E_SUFFIX)]
+    # text-in files need onnxruntime-extensions or MediaPipe, which the bundles' device scripts
+    # do not run (the Android bundle ships the MediaPipe files apart, for the app: see bundle)
+    names = [n for n in model_files(conv.path) if Path(n).suffix in allowed[cfg.target]
+             and not n.endswith((E2E_SUFFIX, MEDIAPIPE_SUFFIX))]
     if cfg.models:
         wanted = set(cfg.models)
         known = set(names) | {conv.files[n].get("precision") for n in names}
@@ -325,7 +342,14 @@ def run_bundle(config: BundleConfig, artifacts_dir: str | Path, data_file: str |
             (root / "run_android.sh").write_text(android_script(names, conv, info, eval_sha),
                                                  encoding="utf-8")
             (root / "run_android.sh").chmod(0o755)
-            (root / "README.txt").write_text(template("README_android.txt"), encoding="utf-8")
+            readme = template("README_android.txt")
+            mediapipe = _mediapipe_files(conv, root, w)
+            if mediapipe:
+                readme += template("README_mediapipe.txt").format(
+                    files="\n".join(f"   mediapipe/{n}" for n in mediapipe),
+                    first=mediapipe[0])
+                extra["mediapipe"] = [f"mediapipe/{n}" for n in mediapipe]
+            (root / "README.txt").write_text(readme, encoding="utf-8")
             extra["android"] = {k: v for k, v in info.items() if k != "files"}
             extra["android"]["input_tensors"] = info["files"]
             extra["run"] = ("put benchmark_model / onnxruntime_perf_test in bin/, then bash"

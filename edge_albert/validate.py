@@ -270,6 +270,9 @@ def validate_file(clf: Any, items: Sequence[Any], gold: np.ndarray, ref: np.ndar
     if logits.shape != ref.shape:
         raise ModelError(f"returns {logits.shape[-1]} logits per row, the reference"
                          f" {ref.shape[-1]}", where=clf.path)
+    if getattr(clf.backend, "log_probabilities", False):  # compare like with like
+        shifted = ref - ref.max(-1, keepdims=True)
+        ref = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
     lengths = token_lengths(clf.tokenizer, items, clf.max_length)
     lat, samples = request_latency(clf, items, lengths, config=config)
     return {**compare(logits, ref, gold), "latency_ms": lat, "latency_samples_ms": samples,

@@ -11,6 +11,7 @@ shared by many threads (calls then run one at a time; use one per thread for par
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +23,7 @@ from ..errors import RuntimeBackendError
 
 FORMATS = {".onnx": "onnx", ".ort": "ort", ".tflite": "tflite", ".pte": "pte"}
 E2E_SUFFIX = ".e2e.onnx"
+MEDIAPIPE_SUFFIX = ".mediapipe.tflite"
 
 
 def _first_line(exc: BaseException) -> str:
@@ -35,6 +37,7 @@ class Backend:
     name = "backend"
     format = ""
     takes_text = False  # True: feeds are {"text": items}, the file tokenizes
+    log_probabilities = False  # True: run() returns log-probabilities, not raw logits
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -293,6 +296,68 @@ class PteBackend(Backend):
         return {"executorch": metadata.version("executorch")}
 
 
+class MediaPipeBackend(Backend):
+    """A ``.mediapipe.tflite`` file in MediaPipe's own ``TextClassifier``: text in (MediaPipe
+    tokenizes with the tokenizer in the file's metadata), one text a call. The file returns
+    probabilities, so ``run`` returns their logarithm: logits up to a constant per row (the
+    same softmax, the same argmax)."""
+
+    name = "mediapipe"
+    format = "mediapipe"
+    takes_text = True
+    log_probabilities = True
+
+    def __init__(self, path: Path, *, threads: int | None = None) -> None:
+        super().__init__(path)
+        del threads  # MediaPipe's Python TextClassifier takes no thread count
+        try:
+            from mediapipe.tasks.python.core.base_options import BaseOptions
+            from mediapipe.tasks.python.text import text_classifier as tc
+        except ImportError:
+            raise RuntimeBackendError("mediapipe is not installed (a .mediapipe.tflite file"
+                                      " runs in MediaPipe's TextClassifier)", where=path,
+                                      hint="pip install 'edge-albert[mediapipe]'") from None
+        try:
+            self.task = tc.TextClassifier.create_from_options(tc.TextClassifierOptions(
+                base_options=BaseOptions(model_asset_path=str(path)), max_results=-1))
+        except Exception as exc:
+            raise RuntimeBackendError(f"MediaPipe cannot load this file ({_first_line(exc)})",
+                                      where=path) from None
+        self.input_names = ["text"]
+
+    def _run(self, feeds: dict[str, Any]) -> np.ndarray:
+        if "text" not in feeds:
+            raise RuntimeBackendError("a MediaPipe file takes {'text': [...]}, not token ids",
+                                      where=self.path)
+        rows = []
+        for item in feeds["text"]:
+            if isinstance(item, (tuple, list)):
+                raise RuntimeBackendError("MediaPipe's TextClassifier takes one text, not a"
+                                          " pair", where=self.path)
+            try:
+                cats = self.task.classify(str(item)).classifications[0].categories
+            except Exception as exc:
+                raise RuntimeBackendError(f"MediaPipe failed to run ({_first_line(exc)})",
+                                          where=self.path) from None
+            p = np.zeros(len(cats), dtype=np.float64)
+            for c in cats:
+                p[c.index] = c.score
+            rows.append(np.log(np.maximum(p, 1e-30)).astype(np.float32)[None, :])
+        return np.concatenate(rows) if rows else np.zeros((0, 0), dtype=np.float32)
+
+    def close(self) -> None:
+        self.task.close()
+
+    def __del__(self) -> None:  # MediaPipe's own __del__ fails at interpreter exit
+        with contextlib.suppress(Exception):  # closed twice, or at exit: nothing left to free
+            self.task.close()
+
+    def versions(self) -> dict[str, str]:
+        from importlib import metadata
+
+        return {"mediapipe": metadata.version("mediapipe")}
+
+
 def open_backend(path: str | Path, *, threads: int | None = None, backend: str | None = None,
                  providers: Sequence[str] = ("cpu",)) -> Backend:
     """Open a model file with the backend its suffix (or ``backend``) names."""
@@ -304,6 +369,8 @@ def open_backend(path: str | Path, *, threads: int | None = None, backend: str |
         return TextOnnxBackend(path, threads=threads, providers=providers)
     if kind in ("onnx", "ort", "onnxruntime"):
         return OnnxRuntimeBackend(path, threads=threads, providers=providers)
+    if kind == "tflite" and path.name.endswith(MEDIAPIPE_SUFFIX) and backend is None:
+        return MediaPipeBackend(path, threads=threads)
     if kind in ("tflite", "litert"):
         return TFLiteBackend(path, threads=threads)
     if kind in ("pte", "executorch"):
