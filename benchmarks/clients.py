@@ -1,7 +1,8 @@
 """The files mobile clients load as they are, beside the project's default int8 TFLite file.
 
 Converts the student once (cached) to ONNX, ExecuTorch ``.pte`` and text-in ``.e2e.onnx`` at
-fp32 / int8-dynamic / int8-static, then on the dev set: accuracy and agreement with the float
+fp32 / int8-dynamic / int8-static, and to MediaPipe TextClassifier files (fp32, int8-dynamic; a
+fixed [1, 64] input, MediaPipe tokenizes), then on the dev set: accuracy and agreement with the float
 student for every file (through the real tokenizer; the text-in files tokenize inside), and
 batch-1 / batch-8 median latency at 32 and 64 tokens on 1 thread, all files timed in interleaved
 rounds in one process (text-in files get the same texts cut to that many tokens, one text a call).
@@ -48,6 +49,16 @@ def convert(student: Path, calibration: Path, out: Path) -> Path:
     return out
 
 
+def convert_mediapipe(student: Path, calibration: Path, out: Path) -> Path:
+    from edge_albert.converters.convert import ConvertConfig, run_convert
+
+    if not (out / "manifest.json").is_file():
+        run_convert(ConvertConfig(formats=("mediapipe",), precisions=("fp32", "int8-dynamic"),
+                                  buckets=(32, 64), threads=1), student, out,
+                    calibration=calibration, progress=True)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--student", type=Path, default=REPO / "runs/sst2/student-pruned-f33-trim")
@@ -56,6 +67,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     ap.add_argument("--dev", type=Path, default=DATA / "sst2" / "dev.tsv")
     ap.add_argument("--calibration", type=Path, default=DATA / "sst2" / "train.tsv")
     ap.add_argument("--work", type=Path, default=REPO / "runs" / "bench" / "clients-default")
+    ap.add_argument("--mediapipe-work", type=Path,
+                    default=REPO / "runs" / "bench" / "mediapipe-default")
     ap.add_argument("--out-dir", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
 
@@ -70,6 +83,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     for p in PRECISIONS:
         for suffix in ("onnx", "pte", "e2e.onnx"):
             files[f"{p}.{suffix}"] = art / f"model.{p}.{suffix}"
+    mp = convert_mediapipe(args.student, args.calibration, args.mediapipe_work)
+    for p in ("fp32", "int8-dynamic"):
+        files[f"{p}.mediapipe.tflite"] = mp / f"model.{p}.mediapipe.tflite"
     ds = read_dataset(args.dev)
     texts = list(ds.texts)
     ref = Classifier.load(art, model="model.fp32.onnx", threads=1)

@@ -22,7 +22,9 @@ from ..cli_common import CONTEXT, native_logs_muted
               help="Comma-separated: onnx, ort, tflite, onnx-e2e (text in, label out: the"
                    " WordPiece tokenizer inside as onnxruntime-extensions ops; needs"
                    " --calibration), pte (an ExecuTorch program, XNNPACK delegate; needs the"
-                   " executorch extra). Default: onnx, ort, tflite.")
+                   " executorch extra), mediapipe (a TFLite file with MediaPipe's"
+                   " TextClassifier metadata: text in, probabilities out; needs the mediapipe"
+                   " extra and --calibration). Default: onnx, ort, tflite.")
 @click.option("--precisions", default=None, metavar="LIST",
               help="Comma-separated: fp32, fp16, int8-dynamic, int8-static. Default: every"
                    " precision each format supports (onnx/ort: fp32, int8-dynamic, int8-static;"
@@ -71,8 +73,10 @@ def convert_command(ctx: click.Context, model_dir: Path, out: Path, formats: str
           --precisions fp32,fp16,int8-dynamic --seq-len 64
       edge-albert convert --model student/ --out e2e/ --formats onnx,onnx-e2e \\
           --precisions int8-dynamic --calibration train.tsv
-      edge-albert convert --model student/ --out et/ --formats pte \
+      edge-albert convert --model student/ --out et/ --formats pte \\
           --precisions fp32,int8-dynamic
+      edge-albert convert --model student/ --out mp/ --formats tflite,mediapipe \\
+          --precisions fp32,int8-dynamic --calibration train.tsv
     """
     from ..config import cli_overrides, load_sections
     from ..errors import ConfigError

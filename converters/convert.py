@@ -35,6 +35,10 @@ from .spec import (
 )
 
 LABELS_FILE = "labels.txt"
+#: the module a format's writer needs, and the extra that installs it
+EXTRAS: dict[Format, tuple[str, str]] = {
+    Format.PTE: ("executorch", "executorch"), Format.MEDIAPIPE: ("mediapipe", "mediapipe"),
+    Format.ONNX_E2E: ("onnxruntime_extensions", "onnx-e2e")}
 
 
 def _enum_tuple(cls: Any, values: Any, key: str) -> tuple:
@@ -66,6 +70,9 @@ class ConvertConfig:
     """
 
     formats: tuple[Format, ...] = DEFAULT_FORMATS
+    # formats added when their extra is installed, skipped (and recorded) otherwise: the demo's
+    # recipe asks for mediapipe this way, so its one-line set-up needs no MediaPipe
+    if_installed: tuple[Format, ...] = ()
     precisions: tuple[Precision, ...] = ()
     buckets: tuple[int, ...] = DEFAULT_BUCKETS
     opset: int = OPSET
@@ -87,6 +94,8 @@ class ConvertConfig:
     def __post_init__(self) -> None:
         set_ = object.__setattr__
         set_(self, "formats", _enum_tuple(Format, self.formats, "convert.formats"))
+        set_(self, "if_installed", _enum_tuple(Format, self.if_installed,
+                                               "convert.if_installed"))
         set_(self, "precisions", _enum_tuple(Precision, self.precisions, "convert.precisions"))
         set_(self, "fixed_shapes", _enum_tuple(Precision, self.fixed_shapes, "convert.fixed_shapes"))
         set_(self, "fallbacks", _enum_tuple(Fallback, self.fallbacks, "convert.fallbacks"))
@@ -120,6 +129,23 @@ class ConvertConfig:
                               key="convert.ort_target")
         if self.weight_type is IntType.UINT8 and self.per_channel:
             raise ConfigError("per-channel weights must be int8", key="convert.weight_type")
+
+    def installed(self) -> tuple[ConvertConfig, dict[str, str]]:
+        """This config with the ``if_installed`` formats whose extra imports added to
+        ``formats``, and why each other one was skipped."""
+        import importlib.util
+
+        added, skipped = [], {}
+        for fmt in self.if_installed:
+            module, extra = EXTRAS.get(fmt, ("", ""))
+            if fmt in self.formats:
+                continue
+            if not module or importlib.util.find_spec(module) is not None:
+                added.append(fmt)
+            else:
+                skipped[fmt.value] = (f"{module} is not installed (pip install"
+                                      f" 'edge-albert[{extra}]')")
+        return dataclasses.replace(self, formats=self.formats + tuple(added)), skipped
 
     @property
     def spec(self) -> ExportSpec:
@@ -209,6 +235,7 @@ def run_convert(config: ConvertConfig, model_dir: str | Path, out_dir: str | Pat
     from .parity import gate, torch_logits
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
+    config, skipped = config.installed()
     _check_inputs(config, calibration, out_dir, force)
     spec = config.spec
     model, tok, labels, params = load_source(model_dir, spec, formats=config.formats)
@@ -262,6 +289,7 @@ def run_convert(config: ConvertConfig, model_dir: str | Path, out_dir: str | Pat
                                "padded_rows": int(sum((b["attention_mask"] == 0).any(axis=1).sum()
                                                       for b in batches))},
                 tf_vs_torch_max_abs_diff=conv.tf_diff, seconds=steps.seconds,
+                formats_skipped=skipped,
                 files={n: {k: v for k, v in m.items() if k in ("format", "precision",
                                                                 "bytes_per_parameter")}
                        | {"parity": m["parity"]} for n, m in conv.described.items()})

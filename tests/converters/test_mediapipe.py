@@ -192,3 +192,21 @@ def test_pairs_and_missing_calibration_are_refused(tiny_model, tmp_path):
     with pytest.raises(ConfigError, match="mediapipe needs calibration text"):
         run_convert(cfg, tiny_model, tmp_path / "b", progress=False)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_if_installed_formats_are_added_or_skipped_with_the_extra_named(monkeypatch):
+    import importlib.util
+
+    from edge_albert.converters.convert import ConvertConfig
+    from edge_albert.converters.spec import Format
+
+    cfg = ConvertConfig(formats=("onnx",), if_installed=("mediapipe", "pte"))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "executorch" else real(name, *a))
+    got, skipped = cfg.installed()
+    assert got.formats == (Format.ONNX, Format.MEDIAPIPE)
+    assert skipped == {"pte": "executorch is not installed (pip install"
+                              " 'edge-albert[executorch]')"}
+    with pytest.raises(ConfigError, match="unknown value 'coreml'"):
+        ConvertConfig(if_installed=("coreml",))

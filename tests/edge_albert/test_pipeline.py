@@ -162,3 +162,7 @@ def test_demo_command_runs_the_packaged_recipe(tmp_path):
     assert "report: " in r.output and (tmp_path / "demo" / "validate" / "report.html").is_file()
     assert (tmp_path / "demo" / "bundle" / "run.sh").is_file()
     assert "model.fp32.onnx" in r.output
+    import importlib.util
+
+    if importlib.util.find_spec("mediapipe"):  # the recipe's if_installed: MediaPipe's file too
+        assert "model.fp32.mediapipe.tflite" in r.output
