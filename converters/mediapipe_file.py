@@ -190,9 +190,12 @@ class MediaPipeClassifier:
         from mediapipe.tasks.python.core.base_options import BaseOptions
         from mediapipe.tasks.python.text import text_classifier as tc
 
+        from ..runtime.backends import _keep_until_closed
+
         self.labels = list(labels)
         self.task = tc.TextClassifier.create_from_options(tc.TextClassifierOptions(
             base_options=BaseOptions(model_asset_path=str(path)), max_results=-1))
+        _keep_until_closed(self.task)  # see there: never closed by the garbage collector
 
     def scores(self, text: str) -> np.ndarray:
         out = np.zeros(len(self.labels), dtype=np.float32)
@@ -201,7 +204,10 @@ class MediaPipeClassifier:
         return out
 
     def close(self) -> None:
+        from ..runtime.backends import _OPEN_TASKS
+
         self.task.close()
+        _OPEN_TASKS.discard(self.task)
 
 
 def client_ids(echo: Path, length: int, texts: Sequence[str]) -> list[np.ndarray]:

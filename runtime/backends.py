@@ -296,6 +296,28 @@ class PteBackend(Backend):
         return {"executorch": metadata.version("executorch")}
 
 
+#: MediaPipe tasks not closed yet. A TextClassifier closes itself in ``__del__`` by waiting on
+#: its dispatcher thread; run by the garbage collector in the middle of other work, that wait
+#: deadlocked (seen: a test run hung inside torch.export). So every task is kept alive until
+#: its backend is closed, and the rest are closed at exit, before interpreter teardown.
+_OPEN_TASKS: set[Any] = set()
+
+
+def _close_open_tasks() -> None:
+    for task in list(_OPEN_TASKS):
+        with contextlib.suppress(Exception):  # at exit: report nothing, free what we can
+            task.close()
+    _OPEN_TASKS.clear()
+
+
+def _keep_until_closed(task: Any) -> None:
+    if not _OPEN_TASKS:
+        # before the interpreter joins threads: MediaPipe's dispatcher refuses work after that
+        # (atexit handlers run too late), and concurrent.futures registers the same way
+        threading._register_atexit(_close_open_tasks)  # type: ignore[attr-defined]
+    _OPEN_TASKS.add(task)
+
+
 class MediaPipeBackend(Backend):
     """A ``.mediapipe.tflite`` file in MediaPipe's own ``TextClassifier``: text in (MediaPipe
     tokenizes with the tokenizer in the file's metadata), one text a call. The file returns
@@ -324,6 +346,7 @@ class MediaPipeBackend(Backend):
             raise RuntimeBackendError(f"MediaPipe cannot load this file ({_first_line(exc)})",
                                       where=path) from None
         self.input_names = ["text"]
+        _keep_until_closed(self.task)
 
     def _run(self, feeds: dict[str, Any]) -> np.ndarray:
         if "text" not in feeds:
@@ -347,10 +370,7 @@ class MediaPipeBackend(Backend):
 
     def close(self) -> None:
         self.task.close()
-
-    def __del__(self) -> None:  # MediaPipe's own __del__ fails at interpreter exit
-        with contextlib.suppress(Exception):  # closed twice, or at exit: nothing left to free
-            self.task.close()
+        _OPEN_TASKS.discard(self.task)
 
     def versions(self) -> dict[str, str]:
         from importlib import metadata

@@ -151,6 +151,7 @@ def test_classifier_and_validate_run_the_file_in_mediapipe(converted, task_tsv, 
     assert mp.backend.name == "mediapipe"
     tfl = Classifier.load(d / "conv", model="model.fp32.tflite")
     a, b = mp.logits(texts), tfl.logits(texts)
+    mp.backend.close()  # type: ignore[attr-defined]
     pa = np.exp(a)  # log-probabilities: exp gives MediaPipe's probabilities
     pb = np.exp(b - b.max(-1, keepdims=True))
     pb /= pb.sum(-1, keepdims=True)
