@@ -72,6 +72,7 @@ def _list_fields():
 
     items = {"buckets": (32, 64), "precisions": ("fp32", "int8-dynamic"),
              "formats": ("onnx", "tflite"), "fixed_shapes": ("fp32", "int8-static"),
+             "if_installed": ("mediapipe", "pte"),
              "batch_sizes": (1, 8), "fallbacks": ("softmax", "gelu"), "teacher_layers": (0, 1)}
     for section, cls in schema().items():
         hints = typing.get_type_hints(cls)
