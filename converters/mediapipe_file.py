@@ -30,6 +30,7 @@ returns "1.1.0" (measured). :func:`_writer` supplies that value and refuses any 
 """
 from __future__ import annotations
 
+import functools
 import gc
 import io
 import sys
@@ -86,6 +87,7 @@ def _min_parser_version(metadata_buf: bytes) -> str:
     return MIN_PARSER_VERSION
 
 
+@functools.lru_cache(maxsize=2)  # one per convert run, not one per file it writes
 def uncased_sentencepiece(model: bytes) -> bytes:
     """The SentencePiece model with a normaliser that does the runtime's normalisation itself
     (one rule per changed code point, compiled by SentencePiece's trainer)."""
@@ -183,36 +185,11 @@ def with_metadata(model: bytes, tokenizer_dir: Path, labels: Sequence[str],
     return bytes(out)
 
 
-class MediaPipeClassifier:
-    """MediaPipe's own ``TextClassifier`` on a file: probabilities per label, in label order."""
-
-    def __init__(self, path: Path, labels: Sequence[str]) -> None:
-        from mediapipe.tasks.python.core.base_options import BaseOptions
-        from mediapipe.tasks.python.text import text_classifier as tc
-
-        from ..runtime.backends import _keep_until_closed
-
-        self.labels = list(labels)
-        self.task = tc.TextClassifier.create_from_options(tc.TextClassifierOptions(
-            base_options=BaseOptions(model_asset_path=str(path)), max_results=-1))
-        _keep_until_closed(self.task)  # see there: never closed by the garbage collector
-
-    def scores(self, text: str) -> np.ndarray:
-        out = np.zeros(len(self.labels), dtype=np.float32)
-        for c in self.task.classify(text).classifications[0].categories:
-            out[c.index] = c.score
-        return out
-
-    def close(self) -> None:
-        from ..runtime.backends import _OPEN_TASKS
-
-        self.task.close()
-        _OPEN_TASKS.discard(self.task)
-
-
-def client_ids(echo: Path, length: int, texts: Sequence[str]) -> list[np.ndarray]:
+def client_ids(echo: Path, texts: Sequence[str]) -> list[np.ndarray]:
     """The (ids + 0.5 x mask) MediaPipe feeds a model for each text, read off the echo file."""
-    clf = MediaPipeClassifier(echo, [str(i) for i in range(length)])
+    from ..runtime.backends import MediaPipeBackend
+
+    clf = MediaPipeBackend(echo)
     try:
         return [clf.scores(t) for t in texts]
     finally:
@@ -235,10 +212,9 @@ def mediapipe_files(conv: Any, precs: Sequence[Any]) -> None:
     """Every ``model.<p>.mediapipe.tflite`` of a convert run (``conv``: its
     :class:`~.convert_files.Converter`): the tokenizer check on the echo file first, then each
     precision converted, given metadata, and run in MediaPipe's TextClassifier against torch."""
-    import functools
-
     import torch
 
+    from ..runtime.backends import MediaPipeBackend
     from .parity import compare
     from .spec import Format, model_filename
     from .tflite_convert import convert_tflite
@@ -268,7 +244,7 @@ def mediapipe_files(conv: Any, precs: Sequence[Any]) -> None:
                 fallbacks=c.fallbacks, nodes=c.fallback_nodes))
             path = conv.w.path / name
             path.write_bytes(with_metadata(data, t.tokenizer_dir, t.labels, scratch))
-            clf = MediaPipeClassifier(path, t.labels)
+            clf = MediaPipeBackend(path)
             try:
                 out = [clf.scores(x)[None, :] for x in texts]
             finally:
@@ -318,6 +294,6 @@ def _check_tokenizer(module: Any, t: Any, length: int, texts: Sequence[str],
     echo = scratch / "echo.tflite"
     echo.write_bytes(with_metadata(data, t.tokenizer_dir, [str(i) for i in range(length)],
                                    scratch))
-    got = client_ids(echo, length, texts)
+    got = client_ids(echo, texts)
     return [x for x, g in zip(texts, got) if not np.array_equal(g, _runtime_ids(t.tokenizer, x,
                                                                                 length))]

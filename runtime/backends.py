@@ -357,16 +357,21 @@ class MediaPipeBackend(Backend):
             if isinstance(item, (tuple, list)):
                 raise RuntimeBackendError("MediaPipe's TextClassifier takes one text, not a"
                                           " pair", where=self.path)
-            try:
-                cats = self.task.classify(str(item)).classifications[0].categories
-            except Exception as exc:
-                raise RuntimeBackendError(f"MediaPipe failed to run ({_first_line(exc)})",
-                                          where=self.path) from None
-            p = np.zeros(len(cats), dtype=np.float64)
-            for c in cats:
-                p[c.index] = c.score
+            p = self.scores(str(item)).astype(np.float64)
             rows.append(np.log(np.maximum(p, 1e-30)).astype(np.float32)[None, :])
         return np.concatenate(rows) if rows else np.zeros((0, 0), dtype=np.float32)
+
+    def scores(self, text: str) -> np.ndarray:
+        """MediaPipe's scores for one text, by output index (the file's probabilities)."""
+        try:
+            cats = self.task.classify(text).classifications[0].categories
+        except Exception as exc:
+            raise RuntimeBackendError(f"MediaPipe failed to run ({_first_line(exc)})",
+                                      where=self.path) from None
+        out = np.zeros(len(cats), dtype=np.float32)
+        for c in cats:
+            out[c.index] = c.score
+        return out
 
     def close(self) -> None:
         self.task.close()

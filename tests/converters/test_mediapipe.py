@@ -58,14 +58,10 @@ def converted(sharp_model, task_tsv, tmp_path_factory):
 
 def test_mediapipe_reads_the_runtimes_ids_and_returns_torchs_probabilities(converted,
                                                                           sharp_model):
-    from edge_albert.converters.mediapipe_file import (
-        MediaPipeClassifier,
-        client_ids,
-        fixed_module,
-        with_metadata,
-    )
+    from edge_albert.converters.mediapipe_file import client_ids, fixed_module, with_metadata
     from edge_albert.converters.tf_albert import make_tf_albert
     from edge_albert.converters.tflite_convert import convert_tflite
+    from edge_albert.runtime.backends import MediaPipeBackend
     from edge_albert.runtime.tokenizer import TextTokenizer
 
     from edge_albert.modeling import load_classifier
@@ -84,7 +80,7 @@ def test_mediapipe_reads_the_runtimes_ids_and_returns_torchs_probabilities(conve
     echo = d / "echo.tflite"
     echo.write_bytes(with_metadata(data, d / "conv", [str(i) for i in range(LENGTH)], d))
     encs = [tok.encode([t], max_length=LENGTH, pad_to=LENGTH) for t in texts]
-    for t, got, enc in zip(texts, client_ids(echo, LENGTH, texts), encs):
+    for t, got, enc in zip(texts, client_ids(echo, texts), encs):
         assert np.array_equal(got, enc.input_ids[0] + 0.5 * enc.attention_mask[0]), t
     assert sum(int(e.attention_mask.sum()) == LENGTH for e in encs) >= 40  # truncation ran
     # the real file: torch's probabilities on the runtime's ids
@@ -94,7 +90,7 @@ def test_mediapipe_reads_the_runtimes_ids_and_returns_torchs_probabilities(conve
                               for e in encs])
     assert ref.max(-1).mean() > 0.8  # the sharp model is confident: ids matter
     for p, tol in (("fp32", 1e-4), ("int8-dynamic", None)):
-        clf = MediaPipeClassifier(d / "conv" / f"model.{p}.mediapipe.tflite", ["0", "1"])
+        clf = MediaPipeBackend(d / "conv" / f"model.{p}.mediapipe.tflite")
         try:
             got = np.stack([clf.scores(t) for t in texts])
         finally:
