@@ -107,12 +107,14 @@ def summary_line(name: str, meta: dict) -> str:
     """One line per model file: size, parity, and how much of it is int8 (the XNNPACK
     delegate's share for an ExecuTorch program, which has no weight census)."""
     p = meta["parity"]
-    if meta.get("format") == "mediapipe":
-        tc = meta["tokenization_checked"]
-        what = f"MediaPipe's ids equal the runtime's on {tc['ids_equal']}/{tc['texts']} texts"
+    tc = meta.get("tokenization_checked")
+    if tc is not None:
+        client = "MediaPipe's" if meta.get("format") == "mediapipe" else "the file's"
+        what = f"{client} ids equal the runtime's on {tc['ids_equal']}/{tc['texts']} texts"
         if tc["ids_equal"] < tc["texts"]:
-            what += f" ({tc['why'].split(';')[0]}; agree on all {p['agreement_all_texts']:.1%})"
-        return (f"{name:<28} {meta['size_bytes'] / 1e6:8.2f} MB  max|dprob| "
+            what += f" (agree on all {p['agreement_all_texts']:.1%}: see the manifest's why)"
+        diff = "dprob" if meta.get("format") == "mediapipe" else "dlogit"
+        return (f"{name:<28} {meta['size_bytes'] / 1e6:8.2f} MB  max|{diff}| "
                 f"{p['max_abs_logit_diff']:.2e}  agree {p['agreement']:6.1%}  {what}")
     if "census" in meta:
         enc = meta["census"]["weight_ops"].get("encoder", {"int8": 0, "float": 0})

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import functools
 import gc
-import io
 import sys
 import tempfile
 import types
@@ -43,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConversionError
+from .sentencepiece_uncased import SEGMENTATION_DIFFERS, uncased_sentencepiece
 from .spec import INPUT_NAMES
 
 MIN_PARSER_VERSION = "1.1.0"
@@ -85,45 +85,6 @@ def _min_parser_version(metadata_buf: bytes) -> str:
     if meta.SubgraphMetadataLength() != 1 or len(units) != 1 or units[0] not in known:
         raise ConversionError("MediaPipe metadata of a layout this converter does not write")
     return MIN_PARSER_VERSION
-
-
-@functools.lru_cache(maxsize=2)  # one per convert run, not one per file it writes
-def uncased_sentencepiece(model: bytes) -> bytes:
-    """The SentencePiece model with a normaliser that does the runtime's normalisation itself
-    (one rule per changed code point, compiled by SentencePiece's trainer)."""
-    import sentencepiece as spm
-    from sentencepiece import sentencepiece_model_pb2 as pb
-
-    from ..runtime.tokenizer import albert_normalizer
-
-    proto = pb.ModelProto()  # type: ignore[attr-defined]  # protobuf-generated, no stubs
-    proto.ParseFromString(model)
-    ours = albert_normalizer(True, proto.normalizer_spec.precompiled_charsmap)
-    rules = [("``", '"'), ("''", '"')]
-    for cp in range(0x110000):
-        if 0xD800 <= cp < 0xE000:  # surrogates are no text
-            continue
-        c = chr(cp)
-        n = ours.normalize_str(c)
-        if n != c:
-            rules.append((c, n))
-
-    def hexes(s: str) -> str:
-        return " ".join(f"{ord(x):X}" for x in s)
-
-    with tempfile.TemporaryDirectory(prefix="edge-albert-spm-") as d:
-        tsv = Path(d) / "rules.tsv"
-        tsv.write_text("".join(f"{hexes(s)}\t{hexes(n)}\n" for s, n in rules), encoding="utf-8")
-        buf = io.BytesIO()
-        spm.SentencePieceTrainer.train(  # a throwaway model: only its compiled charsmap is used
-            sentence_iterator=iter(["abc def"] * 20), model_writer=buf, vocab_size=10,
-            model_type="char", normalization_rule_tsv=str(tsv), hard_vocab_limit=False,
-            minloglevel=2)
-    compiled = pb.ModelProto()  # type: ignore[attr-defined]
-    compiled.ParseFromString(buf.getvalue())
-    proto.normalizer_spec.precompiled_charsmap = compiled.normalizer_spec.precompiled_charsmap
-    proto.normalizer_spec.name = "edge_albert_uncased"
-    return proto.SerializeToString()
 
 
 def fixed_module(module: Any, length: int, *, echo: bool = False) -> Any:
@@ -197,9 +158,6 @@ def client_ids(echo: Path, texts: Sequence[str]) -> list[np.ndarray]:
 
 
 _WHY_WORDPIECE = "MediaPipe's WordPiece tokenizer lower-cases ASCII only and strips no accents"
-_WHY_SPIECE = ("SentencePiece's own segmentation (MediaPipe's) and the runtime's (Hugging Face"
-               " tokenizers' Unigram) can pick different pieces on rare words (seen on typos"
-               " with a 200-piece vocabulary)")
 
 
 def _runtime_ids(tok: Any, text: str, length: int) -> np.ndarray:
@@ -272,7 +230,7 @@ def mediapipe_files(conv: Any, precs: Sequence[Any]) -> None:
                     "tokenization_checked": {
                         "texts": len(texts), "ids_equal": len(same),
                         "first_differences": [x[:120] for x in differ[:5]],
-                        **({"why": (_WHY_SPIECE if spiece else _WHY_WORDPIECE)
+                        **({"why": (SEGMENTATION_DIFFERS if spiece else _WHY_WORDPIECE)
                                    + "; parity counts the texts it tokenizes as the runtime"
                                    " does, agreement_all_texts every text"}
                            if differ else {})},

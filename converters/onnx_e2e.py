@@ -2,9 +2,10 @@
 strings of a pair, and returns ``logits``, ``probabilities`` and the ``label``, for apps that run
 ONNX Runtime with onnxruntime-extensions and no tokenizer of their own.
 
-The tokenizer is onnxruntime-extensions' ``BertTokenizer`` op, its attributes made by the
-library's own ``gen_processing_models`` from the transformers tokenizer, with two corrections
-measured against this project's runtime (``runtime/tokenizer.py``, Hugging Face ``tokenizers``):
+For a WordPiece tokenizer (every student of a BERT / MiniLM teacher) the tokenizer is
+onnxruntime-extensions' ``BertTokenizer`` op, its attributes made by the library's own
+``gen_processing_models`` from the transformers tokenizer, with two corrections measured against
+this project's runtime (``runtime/tokenizer.py``, Hugging Face ``tokenizers``):
 
 - accents: a BertNormalizer with ``strip_accents: null`` strips them when it lower-cases, but
   the generator writes ``strip_accents = 0`` unless the tokenizer config says ``true``;
@@ -14,10 +15,15 @@ measured against this project's runtime (``runtime/tokenizer.py``, Hugging Face 
   the shorter text keeps its length up to half the budget, the longer one takes the rest; both
   over half: the budget split in two, the first text's half rounded down.
 
-Only WordPiece tokenizers with BERT's normaliser and pre-tokenizer are taken (every student of a
-BERT / MiniLM teacher); SentencePiece would need the lower-casing and accent stripping this
-project's runtime does before the model's own normaliser, which no extensions op does in one
-step, so it is refused rather than written to give other ids.
+For an ALBERT SentencePiece tokenizer it is the extensions' ``SentencepieceTokenizer`` op on a
+copy of the model whose own normaliser does the runtime's lower-casing, accent stripping and
+whitespace handling (:mod:`.sentencepiece_uncased`), with ``[CLS]`` / ``[SEP]`` added here.
+SentencePiece's own segmentation and the runtime's (``tokenizers``' Unigram) can split a rare
+word differently, so convert records the texts it tokenizes differently instead of refusing.
+The pair cut is the same graph for both.
+
+Other tokenizers (WordPiece without BERT's normaliser, a Unigram without ``spiece.model``) are
+refused rather than written to give other ids.
 """
 from __future__ import annotations
 
@@ -28,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConversionError
+from ..runtime.backends import extensions_library
 from .spec import INPUT_NAMES, OUTPUT_NAME
 
 TEXT_INPUT = "text"
@@ -35,11 +42,22 @@ OUTPUTS = (OUTPUT_NAME, "probabilities", "label")
 CONTRIB = "ai.onnx.contrib"
 
 
+def is_sentencepiece(tokenizer_dir: str | Path) -> bool:
+    """Whether the runtime reads this directory as an ALBERT SentencePiece tokenizer."""
+    return (Path(tokenizer_dir) / "spiece.model").is_file()
+
+
 def e2e_refusal(tokenizer_dir: str | Path) -> str | None:
     """Why this tokenizer cannot be written into an e2e file, or None when it can."""
+    if is_sentencepiece(tokenizer_dir):
+        cfg = Path(tokenizer_dir) / "tokenizer_config.json"
+        conf = json.loads(cfg.read_text(encoding="utf-8")) if cfg.is_file() else {}
+        if not conf.get("do_lower_case", True):
+            return "it takes lower-casing SentencePiece tokenizers only (do_lower_case is false)"
+        return None
     path = Path(tokenizer_dir) / "tokenizer.json"
     if not path.is_file():
-        return "it needs a WordPiece tokenizer.json (this is a SentencePiece tokenizer)"
+        return "it needs a WordPiece tokenizer.json or an ALBERT spiece.model"
     spec = json.loads(path.read_text(encoding="utf-8"))
     model = spec.get("model") or {}
     norm = spec.get("normalizer") or {}
@@ -56,8 +74,10 @@ def e2e_refusal(tokenizer_dir: str | Path) -> str | None:
 
 def _tokenizer_attributes(tokenizer_dir: Path) -> dict[str, Any]:
     """The ``BertTokenizer`` op's attributes, from onnxruntime-extensions' own generator."""
-    from onnxruntime_extensions import gen_processing_models
     from transformers import BertTokenizer
+
+    extensions_library()  # before the package's import: see runtime.backends
+    from onnxruntime_extensions import gen_processing_models
 
     norm = json.loads((tokenizer_dir / "tokenizer.json").read_text(encoding="utf-8"))["normalizer"]
     lower = bool(norm.get("lowercase", True))
@@ -79,14 +99,14 @@ def _consts(**values: Any) -> list[Any]:
             for k, v in values.items()]
 
 
-def preprocessing(tokenizer_dir: str | Path, max_length: int) -> Any:
-    """A graph from ``text`` [1 or 2 strings] to ``input_ids``, ``attention_mask`` and
-    ``token_type_ids`` [1, n], n <= ``max_length``, as the runtime encodes them."""
-    from onnx import TensorProto, helper
+def _wordpiece_nodes(tokenizer_dir: Path) -> tuple[list[Any], list[Any]]:
+    """``text`` -> ``core_a`` / ``core_b`` (each text's ids without specials), ``cls``, ``sep``:
+    one op per text (the op takes a pair as one input with its own cut, see the docstring)."""
+    from onnx import helper
 
-    attrs = _tokenizer_attributes(Path(tokenizer_dir))
+    attrs = _tokenizer_attributes(tokenizer_dir)
     n = helper.make_node
-    nodes = [
+    return [
         n("Slice", [TEXT_INPUT, "c0", "c1"], ["text_a"]),
         n("Slice", [TEXT_INPUT, "cm1", "cbig"], ["text_b"]),  # the last text: b, or a again
         n("BertTokenizer", ["text_a"], ["ids_a", "types_a", "mask_a", "offsets_a"],
@@ -97,6 +117,50 @@ def preprocessing(tokenizer_dir: str | Path, max_length: int) -> Any:
         n("Slice", ["ids_a", "cm1", "cbig"], ["sep"]),
         n("Slice", ["ids_a", "c1", "cm1"], ["core_a"]),
         n("Slice", ["ids_b", "c1", "cm1"], ["core_b"]),
+    ], []
+
+
+def _sentencepiece_nodes(tokenizer_dir: Path) -> tuple[list[Any], list[Any]]:
+    """The same outputs as :func:`_wordpiece_nodes` from one SentencePiece op over both texts
+    (one copy of the model in the file): its row splits cut the pieces of a from those of b
+    (of a again for a single text, which the pair cut then drops)."""
+    import sentencepiece as spm
+    from onnx import TensorProto, helper, numpy_helper
+
+    from .sentencepiece_uncased import uncased_sentencepiece
+
+    raw = (tokenizer_dir / "spiece.model").read_bytes()
+    sp = spm.SentencePieceProcessor(model_proto=raw)
+    n = helper.make_node
+    nodes = [  # inputs: texts, nbest_size, alpha, add_bos, add_eos, reverse, fairseq
+        n("SentencepieceTokenizer", [TEXT_INPUT, "sp_nbest", "sp_alpha", "sp_no", "sp_no",
+                                     "sp_no", "sp_no"], ["pieces32", "splits"],
+          domain=CONTRIB, name="tokenize", model=uncased_sentencepiece(raw)),
+        n("Cast", ["pieces32"], ["pieces"], to=TensorProto.INT64),
+        n("Slice", ["splits", "c0", "c1"], ["a_start"]),
+        n("Slice", ["splits", "c1", "c2"], ["a_end"]),
+        n("Slice", ["splits", "cm2", "cm1"], ["b_start"]),
+        n("Slice", ["splits", "cm1", "cbig"], ["b_end"]),
+        n("Slice", ["pieces", "a_start", "a_end"], ["core_a"]),
+        n("Slice", ["pieces", "b_start", "b_end"], ["core_b"]),
+    ]
+    init = [*_consts(cls=[sp.piece_to_id("[CLS]")], sep=[sp.piece_to_id("[SEP]")],
+                     sp_nbest=[0], cm2=[-2]),
+            numpy_helper.from_array(np.zeros(1, dtype=np.float32), "sp_alpha"),
+            numpy_helper.from_array(np.zeros(1, dtype=bool), "sp_no")]
+    return nodes, init
+
+
+def preprocessing(tokenizer_dir: str | Path, max_length: int) -> Any:
+    """A graph from ``text`` [1 or 2 strings] to ``input_ids``, ``attention_mask`` and
+    ``token_type_ids`` [1, n], n <= ``max_length``, as the runtime encodes them."""
+    from onnx import TensorProto, helper
+
+    d = Path(tokenizer_dir)
+    tokenize, tok_init = (_sentencepiece_nodes if is_sentencepiece(d) else _wordpiece_nodes)(d)
+    n = helper.make_node
+    nodes = [
+        *tokenize,
         n("Size", [TEXT_INPUT], ["n_texts"]),
         n("Equal", ["n_texts", "s2"], ["pair_bool"]),
         n("Cast", ["pair_bool"], ["pair"], to=TensorProto.INT64),
@@ -144,7 +208,7 @@ def preprocessing(tokenizer_dir: str | Path, max_length: int) -> Any:
         n("Unsqueeze", ["types", "c0"], [INPUT_NAMES[2]]),
     ]
     init = _consts(c0=[0], c1=[1], c2=[2], cm1=[-1], cbig=[2**62], s2=2,
-                   s_budget=max_length - 2)
+                   s_budget=max_length - 2) + tok_init
     graph = helper.make_graph(
         nodes, "tokenize", [helper.make_tensor_value_info(TEXT_INPUT, TensorProto.STRING, [None])],
         [helper.make_tensor_value_info(name, TensorProto.INT64, [1, None]) for name in INPUT_NAMES],
@@ -195,10 +259,9 @@ def _num_labels(model: Any) -> int:
 def session(path: str | Path | bytes, *, threads: int | None = None) -> Any:
     """An ONNX Runtime session of an e2e file (or model bytes), with the extensions' library."""
     import onnxruntime as ort
-    from onnxruntime_extensions import get_library_path
 
     opts = ort.SessionOptions()
-    opts.register_custom_ops_library(get_library_path())
+    opts.register_custom_ops_library(extensions_library())
     if threads:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
@@ -207,4 +270,5 @@ def session(path: str | Path | bytes, *, threads: int | None = None) -> Any:
                                 providers=["CPUExecutionProvider"])
 
 
-__all__ = ["OUTPUTS", "TEXT_INPUT", "build_e2e", "e2e_refusal", "preprocessing", "session"]
+__all__ = ["OUTPUTS", "TEXT_INPUT", "build_e2e", "e2e_refusal", "is_sentencepiece", "preprocessing",
+           "session"]

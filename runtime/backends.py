@@ -26,6 +26,35 @@ E2E_SUFFIX = ".e2e.onnx"
 MEDIAPIPE_SUFFIX = ".mediapipe.tflite"
 
 
+def extensions_library() -> str:
+    """The path of onnxruntime-extensions' custom-op library, loaded so that it binds to its
+    own symbols first. Why: TensorFlow (and MediaPipe) load their protobuf into the process's
+    global symbol scope; the extensions library, linked against a protobuf of its own, then
+    called theirs while parsing a ``SentencepieceTokenizer``'s model and crashed the process
+    (a segmentation fault creating the session, seen with tensorflow imported first). Loading
+    it with ``RTLD_DEEPBIND`` before its Python package is imported keeps its calls inside it;
+    once the package is imported without it, nothing can change that (on Linux; elsewhere the
+    plain import)."""
+    import os
+    import sys
+
+    if "onnxruntime_extensions" not in sys.modules and hasattr(os, "RTLD_DEEPBIND"):
+        import ctypes
+        import importlib.util
+
+        spec = importlib.util.find_spec("onnxruntime_extensions")
+        if spec is not None and spec.origin:
+            for lib in sorted(Path(spec.origin).parent.glob("_extensions_pydll*.so")):
+                ctypes.CDLL(str(lib), mode=os.RTLD_NOW | os.RTLD_LOCAL | os.RTLD_DEEPBIND)
+    try:
+        from onnxruntime_extensions import get_library_path
+    except ImportError:
+        raise RuntimeBackendError("onnxruntime-extensions is not installed (a text-in .e2e.onnx"
+                                  " file needs its custom ops)",
+                                  hint="pip install 'edge-albert[onnx-e2e]'") from None
+    return str(get_library_path())
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return (text[0] if text else type(exc).__name__)[:240]
@@ -131,13 +160,11 @@ class TextOnnxBackend(OnnxRuntimeBackend):
 
     def _options(self, ort: Any) -> Any:
         try:
-            from onnxruntime_extensions import get_library_path
-        except ImportError:
-            raise RuntimeBackendError("onnxruntime-extensions is not installed (a text-in"
-                                      " .e2e.onnx file needs its custom ops)", where=self.path,
-                                      hint="pip install 'edge-albert[onnx-e2e]'") from None
+            library = extensions_library()
+        except RuntimeBackendError as exc:
+            raise RuntimeBackendError(exc.message, where=self.path, hint=exc.hint) from None
         opts = ort.SessionOptions()
-        opts.register_custom_ops_library(get_library_path())
+        opts.register_custom_ops_library(library)
         return opts
 
     def _run(self, feeds: dict[str, Any]) -> np.ndarray:

@@ -1,6 +1,7 @@
 """Shared fixtures: tiny generated data, a tiny SentencePiece tokenizer and a tiny ALBERT."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -10,6 +11,11 @@ import pytest
 
 # a user's shared teacher-logit cache must not leak into (or out of) the tests' runs
 os.environ.pop("EDGE_ALBERT_CACHE", None)
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # the suite runs in two workers (pyproject's addopts): one OpenMP thread each (and in the
+    # processes they start), or the workers' thread pools spin against each other on 2 cores
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 if os.environ.get("EDGE_ALBERT_REQUIRE_TOOLCHAIN") == "1":
     # CI installs the whole toolchain: a module that fails to import there is a broken install,
@@ -25,6 +31,15 @@ if os.environ.get("EDGE_ALBERT_REQUIRE_TOOLCHAIN") == "1":
                         pytrace=False)
 
     pytest.importorskip = _require
+
+from edge_albert.runtime.backends import extensions_library
+
+from edge_albert.errors import RuntimeBackendError
+
+# before any test imports the package: tensorflow's protobuf must not capture its calls;
+# not installed: the tests that need it skip (or fail under CI)
+with contextlib.suppress(RuntimeBackendError):
+    extensions_library()
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

@@ -104,7 +104,7 @@ def test_mediapipe_reads_the_runtimes_ids_and_returns_torchs_probabilities(conve
 
 def test_sentencepiece_copy_normalises_like_the_runtime(converted):
     import sentencepiece as spm
-    from edge_albert.converters.mediapipe_file import uncased_sentencepiece
+    from edge_albert.converters.sentencepiece_uncased import uncased_sentencepiece
     from edge_albert.runtime.tokenizer import TextTokenizer
 
     d, _ = converted

@@ -1,7 +1,10 @@
 """Text-in ONNX (#17): the real ONNX Runtime with onnxruntime-extensions runs the file; its ids
 equal the runtime's, its logits equal the same ONNX file's on those ids, pairs and long, upper-case
-and accented texts included; what it cannot take is refused in one line."""
+and accented texts included, for WordPiece and for ALBERT's SentencePiece; what it cannot take is
+refused in one line."""
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
@@ -29,19 +32,27 @@ def _items() -> list:
     return out
 
 
-@pytest.fixture(scope="module")
-def converted(wordpiece_albert, tmp_path_factory):
+def _convert(model, d):
     from edge_albert.converters.convert import ConvertConfig, run_convert
 
-    d = tmp_path_factory.mktemp("e2e")
     cal = d / "pairs.tsv"  # a pair task's layout: the e2e parity check sees pairs too
     rows = make_sentiment_rows(60, seed=3)
     cal.write_text("sentence1\tsentence2\tlabel\n" + "".join(
         f"{a}\t{rows[(i + 5) % len(rows)][0]}\t{lab}\n" for i, (a, lab) in enumerate(rows)))
     m = run_convert(ConvertConfig(formats=("onnx", "onnx-e2e"), buckets=(16, 32),
                                   precisions=("fp32", "int8-dynamic"), parity_examples=32),
-                    wordpiece_albert["model"], d / "conv", calibration=cal, progress=False)
+                    model, d / "conv", calibration=cal, progress=False)
     return d / "conv", m
+
+
+@pytest.fixture(scope="module")
+def converted(wordpiece_albert, tmp_path_factory):
+    return _convert(wordpiece_albert["model"], tmp_path_factory.mktemp("e2e"))
+
+
+@pytest.fixture(scope="module")
+def converted_spiece(tiny_model, tmp_path_factory):
+    return _convert(tiny_model, tmp_path_factory.mktemp("e2e-spiece"))
 
 
 def test_e2e_ids_and_logits_equal_the_runtime_and_its_onnx_file(converted):
@@ -101,18 +112,84 @@ def test_validate_reports_the_text_in_files(converted, wordpiece_albert, tmp_pat
     assert e2e["latency_ms"]["p50"] > 0 and "batch_4" in e2e["latency_by_bucket"]
 
 
-def test_sentencepiece_and_missing_calibration_are_refused(tiny_model, wordpiece_albert,
-                                                          tiny_task, tmp_path):
-    from edge_albert.converters.convert import ConvertConfig, run_convert
+def test_sentencepiece_e2e_gives_the_runtime_ids_and_labels(converted_spiece):
+    """ALBERT's SentencePiece through the extensions' op: the uncased copy of the model in the
+    file gives the runtime's ids (accents, upper case, tabs and newlines, pairs, long texts);
+    texts it segments otherwise are recorded, and the labels still agree."""
+    from edge_albert.converters.onnx_e2e import preprocessing, session
+    from edge_albert.runtime import Classifier, TextTokenizer
 
+    conv, m = converted_spiece
+    meta = m.files["model.fp32.e2e.onnx"]
+    check = meta["tokenization_checked"]
+    assert check["texts"] >= 40 and check["ids_equal"] >= check["texts"] - 2
+    assert "SentencepieceTokenizer" in meta["recipe"]["recipe"]
+    assert meta["parity"]["max_abs_logit_diff"] <= 1e-4
+    assert meta["parity"]["agreement_all_texts"] >= 0.95
+    tok = TextTokenizer.load(conv)
+    pre = session(preprocessing(conv, 32).SerializeToString())
+    items = [*_items(), "\tthe film\nis  charming \u00a0 !\r\n",
+             "\uff26\uff35\uff2c\uff2c width \ufb01ne \u00bd"]  # full-width, ligature, fraction
+    same = labels_equal = 0
+    e2e = {p: session(conv / f"model.{p}.e2e.onnx") for p in ("fp32", "int8-dynamic")}
+    plain = ort.InferenceSession(str(conv / "model.fp32.onnx"))
+    for item in items:
+        texts = list(item) if isinstance(item, tuple) else [item]
+        enc = tok.encode([texts[0]], texts[1:] or None, max_length=32)
+        n = int(enc.attention_mask[0].sum())
+        want = {k: v[:, :n].astype(np.int64) for k, v in enc.as_dict().items()}
+        got = dict(zip(want, pre.run(list(want), {"text": np.array(texts, dtype=object)})))
+        ids_same = all(np.array_equal(got[k], want[k]) for k in want)
+        same += ids_same
+        ref = plain.run(["logits"], want)[0]
+        logits, _, label = e2e["fp32"].run(None, {"text": np.array(texts, dtype=object)})
+        if ids_same:
+            assert np.abs(logits - ref).max() <= 1e-5, item
+        labels_equal += label.tolist() == [["0", "1"][int(ref.argmax())]]
+        e2e["int8-dynamic"].run(None, {"text": np.array(texts, dtype=object)})
+    assert same >= len(items) - 4 and labels_equal >= len(items) - 2, (same, labels_equal)
+    clf = Classifier.load(conv, model="model.int8-dynamic.e2e.onnx")
+    labels, probs = clf.predict([("the film is charming", "it is"), ("a pair", "of texts")])
+    assert clf.backend.takes_text and set(labels) <= {"0", "1"} and probs.shape == (2, 2)
+
+
+def test_extension_ops_survive_tensorflow_imported_first(converted_spiece):
+    """TensorFlow's protobuf, loaded globally, crashed the SentencePiece op's model parse (a
+    segmentation fault opening the session) until the library was loaded to bind to itself."""
+    import subprocess
+    import sys
+
+    conv, _ = converted_spiece
+    code = ("import tensorflow\nimport numpy as np\n"
+            "from edge_albert.converters.onnx_e2e import session\n"
+            f"s = session({str(conv / 'model.fp32.e2e.onnx')!r})\n"
+            "print(s.run(['label'], {'text': np.array(['a fine film'], dtype=object)})[0])\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() in ("['0']", "['1']")
+
+
+def test_other_tokenizers_and_missing_calibration_are_refused(tiny_model, wordpiece_albert,
+                                                              tmp_path):
+    from edge_albert.converters.convert import ConvertConfig, run_convert
+    from edge_albert.converters.onnx_e2e import e2e_refusal
+
+    cased = tmp_path / "cased"
+    cased.mkdir()
+    (cased / "spiece.model").write_bytes((tiny_model / "spiece.model").read_bytes())
+    (cased / "tokenizer_config.json").write_text('{"do_lower_case": false}')
+    assert "lower-casing SentencePiece" in e2e_refusal(cased)
+    (wp := tmp_path / "wp").mkdir()
+    spec = json.loads((wordpiece_albert["model"] / "tokenizer.json").read_text())
+    spec["normalizer"] = {"type": "NFC"}
+    (wp / "tokenizer.json").write_text(json.dumps(spec))
+    assert "BERT's normaliser" in e2e_refusal(wp)
     cfg = ConvertConfig(formats=("onnx-e2e",), precisions=("fp32",), buckets=(16,))
-    with pytest.raises(ConfigError, match="onnx-e2e: it takes WordPiece tokenizers, not 'Unigram'") as e:
-        run_convert(cfg, tiny_model, tmp_path / "a", calibration=tiny_task["train"],
-                    progress=False)
-    assert "\n" not in str(e.value) and e.value.key == "--formats"
-    with pytest.raises(ConfigError, match="onnx-e2e needs calibration text"):
+    with pytest.raises(ConfigError, match="onnx-e2e needs calibration text") as e:
         run_convert(cfg, wordpiece_albert["model"], tmp_path / "b", progress=False)
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "b").exists()
 
 
 def test_int8_files_do_not_depend_on_what_the_process_imported(converted):
