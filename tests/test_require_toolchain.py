@@ -20,7 +20,7 @@ def test_probe_a_missing_module():
 @pytest.mark.parametrize("required,outcome", [("0", "1 skipped"), ("1", "1 failed")])
 def test_require_toolchain_turns_import_skips_into_failures(required, outcome):
     env = {**os.environ, PROBE: "1", "EDGE_ALBERT_REQUIRE_TOOLCHAIN": required}
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0",
                         f"{Path(__file__)}::test_probe_a_missing_module"],
                        capture_output=True, text=True, env=env, check=False,
                        cwd=Path(__file__).resolve().parents[1])
