@@ -38,6 +38,7 @@ import numpy as np
 from ..artifacts import Manifest, check_new_output, write_artifact
 from ..config import to_dict
 from ..errors import ConversionError, DataError
+from ..runtime.cpu import cpu_facts
 from .quantize_recipes import BACKENDS, RECIPES, REFERENCES, QuantizeConfig, Recipe
 from .quantize_trials import QuantizeGateError, Trial, TrialStatus, first_line, format_table
 from .spec import Format, Precision, model_filename
@@ -304,6 +305,9 @@ def run_quantize(config: QuantizeConfig, model_dir: str | Path, out_dir: str | P
                               " instructions (ARM) to pay off")
             steps.close()
             _gate_error(search, plan, config.max_drop)
+            # the winner is the winner on this CPU class: int8's payoff depends on its ISA
+            facts = cpu_facts()
+            measured_on = {k: facts[k] for k in ("cpu", "isa", "flags", "int8_dot_product")}
             with write_artifact(out_dir, stage="quantize", config=record, inputs=inputs,
                                 force=force) as w:
                 parities, kept_files = {}, {}
@@ -328,7 +332,8 @@ def run_quantize(config: QuantizeConfig, model_dir: str | Path, out_dir: str | P
                 summary = {"max_drop": config.max_drop, "dev": {"source": str(dev),
                                                                 "rows": len(dev_ds)},
                            "latency": {"batch": 1, "seq_len": max(spec.buckets),
-                                       "threads": config.threads, "runs": config.latency_runs},
+                                       "threads": config.threads, "runs": config.latency_runs,
+                                       "measured_on": measured_on},
                            "references": refs,
                            "kept": {f.value: t.recipe for f, t in search.kept.items()},
                            "recipes": {t.recipe: (RECIPES.get(t.recipe) or REFERENCES[
@@ -336,7 +341,8 @@ def run_quantize(config: QuantizeConfig, model_dir: str | Path, out_dir: str | P
                            "trials": rows}
                 (w.path / TRIALS_JSON).write_text(json.dumps(summary, indent=2) + "\n",
                                                   encoding="utf-8")
-                (w.path / TRIALS_MD).write_text(_markdown(search.trials, config, dev_ds),
+                (w.path / TRIALS_MD).write_text(_markdown(search.trials, config, dev_ds,
+                                                          measured_on),
                                                 encoding="utf-8")
                 w.describe(TRIALS_JSON, kind="quantize trials")
                 w.describe(TRIALS_MD, kind="quantize trials (Markdown)")
@@ -353,7 +359,8 @@ def run_quantize(config: QuantizeConfig, model_dir: str | Path, out_dir: str | P
                                                "agreement", "p50_ms", "status")} for r in rows],
                     parity_inputs={"source": str(calibration),
                                    "n": int(sum(len(b["input_ids"]) for b in batches))},
-                    tf_vs_torch_max_abs_diff=search.tf_diff, seconds=steps.seconds)
+                    tf_vs_torch_max_abs_diff=search.tf_diff, seconds=steps.seconds,
+                    measured_on=measured_on)
                 gate(parities)
     finally:
         steps.close()
@@ -361,8 +368,12 @@ def run_quantize(config: QuantizeConfig, model_dir: str | Path, out_dir: str | P
     return w.manifest
 
 
-def _markdown(trials: Sequence[Trial], config: QuantizeConfig, dev_ds) -> str:
-    return (f"# int8 recipe search\n\nAccuracy on {len(dev_ds)} dev rows ({dev_ds.path}); budget:"
+def _markdown(trials: Sequence[Trial], config: QuantizeConfig, dev_ds,
+              measured_on: dict[str, Any]) -> str:
+    return (f"# int8 recipe search\n\nMeasured on {measured_on['cpu']} ({measured_on['isa']}; int8"
+            f" dot product: {'yes' if measured_on['int8_dot_product'] else 'no'}): the winner"
+            " is this CPU class's; rerun the search on another.\n\n"
+            f"Accuracy on {len(dev_ds)} dev rows ({dev_ds.path}); budget:"
             f" {config.max_drop:g} point(s) below each backend's fp32 file. Latency: median of"
             f" {config.latency_runs} batch-1 calls at sequence length {max(config.buckets)},"
             f" {config.threads} thread(s).\n\n" + format_table(trials))

@@ -115,6 +115,12 @@ def test_every_trial_is_a_row_failures_included(searched):
     md = (out / "trials.md").read_text(encoding="utf-8")
     assert all(f"| {name} |" in md for name in rows)
     assert "failed: injected quantizer crash" in md and "over budget" in md
+    # the winners are this CPU class's: the search says which class it measured on
+    from edge_albert.runtime.cpu import cpu_facts
+
+    isa = cpu_facts()["isa"]
+    assert table["latency"]["measured_on"]["isa"] == isa and f"({isa};" in md
+    assert json.loads((out / "manifest.json").read_text())["extra"]["measured_on"]["isa"] == isa
 
 
 def test_keeps_the_fastest_within_budget_per_backend(searched):
