@@ -1,0 +1,110 @@
+"""Training beside a busy neighbour (#18 item 4): how much slower the toolchain's torch work gets
+when another busy process shares the cores, under each OpenMP wait policy.
+
+The workload is what dominates ``edge-albert demo``: training steps of the demo teacher's shape
+(``demo-teacher``; batch 32 x 48 tokens, AdamW) in a fresh process. The neighbour is the same
+workload in a second process (another demo, another training job: what the issue saw). Each
+condition runs the workload alone, then beside the neighbour, and reports steps/s and the
+slowdown; the policies are libgomp's default (spin, then sleep) and ``OMP_WAIT_POLICY=PASSIVE``
+(threads sleep at once when they wait) and shorter spins (``GOMP_SPINCOUNT``), each with torch's
+default thread count (every core).
+
+    python benchmarks/neighbours.py                 # ~3 minutes on 2 cores
+    python benchmarks/neighbours.py --quick --out-dir /tmp/n   # seconds (a test)
+
+Writes ``neighbours.json`` and ``neighbours.md`` (``neighbours.quick.*`` with --quick).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, machine, write_results
+
+WORKLOAD = r"""
+import json, sys, time, torch
+from edge_albert.modeling import albert_config, build_albert_classifier
+steps, seconds = int(sys.argv[1]), float(sys.argv[2])
+model = build_albert_classifier(albert_config("demo-teacher", vocab_size=2000, num_labels=8)).train()
+opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+ids = torch.randint(5, 2000, (32, 48)); mask = torch.ones_like(ids); y = torch.randint(0, 8, (32,))
+def step():
+    opt.zero_grad(); model(input_ids=ids, attention_mask=mask, labels=y).loss.backward(); opt.step()
+for _ in range(3):
+    step()
+t0, n = time.perf_counter(), 0
+while n < steps or (seconds and time.perf_counter() - t0 < seconds):
+    step(); n += 1
+    if seconds and time.perf_counter() - t0 >= seconds:
+        break
+print(json.dumps({"steps": n, "seconds": time.perf_counter() - t0,
+                  "threads": torch.get_num_threads()}))
+"""
+
+POLICIES = {"libgomp default": {}, "OMP_WAIT_POLICY=PASSIVE": {"OMP_WAIT_POLICY": "PASSIVE"},
+            "GOMP_SPINCOUNT=10000": {"GOMP_SPINCOUNT": "10000"},
+            "GOMP_SPINCOUNT=100000": {"GOMP_SPINCOUNT": "100000"}}
+
+
+def _env(extra: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "GOMP_SPINCOUNT")}
+    return {**env, **extra}
+
+
+def measure(policy: dict[str, str], steps: int, neighbour_seconds: float) -> dict[str, float]:
+    """Steps/s of the workload alone, then beside a neighbour running the same workload."""
+    def run(n: int, seconds: float = 0.0) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-c", WORKLOAD, str(n), str(seconds)],
+                                env=_env(policy), stdout=subprocess.PIPE, text=True)
+
+    alone = json.loads(run(steps).communicate()[0])
+    neighbour = run(0, neighbour_seconds)
+    time.sleep(3.0)  # the neighbour is past its imports and warm-up: busy
+    beside = json.loads(run(steps).communicate()[0])
+    neighbour.communicate()
+    a, b = alone["steps"] / alone["seconds"], beside["steps"] / beside["seconds"]
+    return {"alone_steps_per_s": round(a, 3), "beside_steps_per_s": round(b, 3),
+            "slowdown": round(a / b, 2), "threads": alone["threads"]}
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--out-dir", type=Path, default=RESULTS)
+    ap.add_argument("--quick", action="store_true", help="4 steps, two policies (a test; numbers mean little)")
+    args = ap.parse_args(argv)
+    steps = 4 if args.quick else args.steps
+    t0 = time.time()
+    rows = {}
+    for name, policy in list(POLICIES.items())[:2 if args.quick else None]:
+        # the neighbour outlasts the measured run: 3 s head start plus a generous margin
+        rows[name] = measure(policy, steps, neighbour_seconds=12.0 if args.quick else 120.0)
+        print(f"{name}: {rows[name]}", file=sys.stderr)
+    result = {"machine": machine(), "workload": "demo-teacher training steps, batch 32 x 48",
+              "steps": steps, "policies": rows,
+              "command": "python benchmarks/neighbours.py " + " ".join(argv or sys.argv[1:]),
+              "wall_seconds": round(time.time() - t0, 1)}
+    md = ["# Training beside a busy neighbour", "",
+          f"{result['machine']['cpu']} ({result['machine']['isa']}, {result['machine']['cores']}"
+          f" cores); `{result['command']}`; {steps} steps of {result['workload']}, each run in a"
+          " fresh process; the neighbour runs the same workload.", "",
+          "| OpenMP policy | threads | alone steps/s | beside a neighbour | slowdown |",
+          "|---|---:|---:|---:|---:|"]
+    md += [f"| {k} | {v['threads']} | {v['alone_steps_per_s']:.2f} |"
+           f" {v['beside_steps_per_s']:.2f} | {v['slowdown']:.2f}x |" for k, v in rows.items()]
+    write_results(args.out_dir, "neighbours.quick" if args.quick else "neighbours", result,
+                  "\n".join(md) + "\n")
+    print("\n".join(md))
+    return result
+
+
+if __name__ == "__main__":
+    main()
