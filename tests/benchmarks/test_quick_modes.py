@@ -126,3 +126,38 @@ def test_quick_frontier_places_every_model_by_accuracy_latency_and_size(tmp_path
     assert saved["machine"]["isa"] and saved["machine"]["flags"] is not None
     assert (tmp_path / "frontier_sst2.quick.png").stat().st_size > 0
     assert "| teacher |" in (tmp_path / "frontier_sst2.quick.md").read_text()
+
+
+@pytest.mark.slow
+def test_quick_headline_has_exactly_the_issue_keys(tmp_path, work):
+    out = load("headline").main(["--quick", "--out-dir", str(tmp_path), "--work", str(work)])
+    from edge_albert.runtime.cpu import cpu_facts
+
+    saved = json.loads((tmp_path / f"headline-{cpu_facts()['isa']}.quick.json").read_text())
+    assert tuple(saved) == ("machine", "speedup_vs_teacher", "size_ratio", "accuracy_drop_pts",
+                            "peer_ratios", "roofline_fraction_int8")
+    assert saved["machine"]["isa"] == cpu_facts()["isa"] and saved["machine"]["flags"]
+    # the same tiny model as teacher and student: one weights file against its int8 file
+    assert saved["size_ratio"] > 1 and saved["speedup_vs_teacher"] > 0
+    assert saved["accuracy_drop_pts"] == pytest.approx(
+        100 * (out["details"]["accuracy_teacher"] - out["details"]["accuracy_default_int8"]))
+    assert 0 < saved["roofline_fraction_int8"] < 5
+    assert saved["peer_ratios"]["executorch"] is None  # no .pte in quick mode, and it says why
+    assert out["details"]["executorch"]["error"]
+    shapes = {(r["batch"], r["seq"]) for r in out["details"]["shapes"]}
+    assert shapes == {(b, s) for b in (1, 8) for s in (32, 64, 128)}
+    md = (tmp_path / f"headline-{cpu_facts()['isa']}.quick.md").read_text()
+    assert "| roofline_fraction_int8 |" in md and "Where the time goes" in md
+
+
+@pytest.mark.slow
+def test_quick_neighbours_times_each_policy_alone_and_beside_a_neighbour(tmp_path):
+    pytest.importorskip("torch")
+    result = load("neighbours").main(["--quick", "--out-dir", str(tmp_path)])
+    rows = result["policies"]
+    assert list(rows) == ["libgomp default", "OMP_WAIT_POLICY=PASSIVE"]
+    for r in rows.values():
+        assert r["alone_steps_per_s"] > 0 and r["beside_steps_per_s"] > 0
+        assert r["slowdown"] == pytest.approx(r["alone_steps_per_s"] / r["beside_steps_per_s"],
+                                              abs=0.01)
+    assert "| OMP_WAIT_POLICY=PASSIVE |" in (tmp_path / "neighbours.quick.md").read_text()
