@@ -127,3 +127,30 @@ def test_missing_executorch_is_one_line_naming_the_extra(converted, monkeypatch)
     with pytest.raises(RuntimeBackendError, match="ExecuTorch is not installed") as err:
         open_backend(d / "conv" / "model.fp32.pte")
     assert "edge-albert[executorch]" in str(err.value.hint)
+
+
+def test_gelu_new_is_lowered_as_the_tanh_form(tiny_model):
+    """XNNPACK lowers GELU(approximate="tanh") to its exact (erf) GELU, 4.7e-4 away: a trained
+    demo student's fp32 file missed the parity gate. The written-out tanh form stays exact."""
+    from edge_albert.converters.pte import _logits_module, _quiet
+
+    from edge_albert.modeling import load_classifier
+
+    with _quiet():  # ExecuTorch's own imports warn (see _quiet)
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import (
+            XnnpackPartitioner,
+        )
+        from executorch.exir import to_edge_transform_and_lower
+        from executorch.runtime import Runtime
+
+    model = load_classifier(tiny_model)
+    assert model.config.hidden_act == "gelu_new"
+    act = next(m.activation for m in _logits_module(model).modules()
+               if type(m).__name__ == "AlbertLayer")
+    x = torch.linspace(-6, 6, 4096).reshape(64, 64)
+    with _quiet():
+        prog = to_edge_transform_and_lower(torch.export.export(act, (x,)),
+                                           partitioner=[XnnpackPartitioner()]).to_executorch()
+        out = Runtime.get().load_program(prog.buffer).load_method("forward").execute([x])[0]
+    want = torch.nn.functional.gelu(x, approximate="tanh")
+    assert float((out - want).abs().max()) <= 1e-5
