@@ -8,6 +8,10 @@ a string or a (text, pair) tuple. A missing interpreter is a RuntimeBackendError
 install; a file the interpreter refuses is a RuntimeBackendError naming the file. Interpreters are
 not thread-safe, so each backend serialises its calls with a lock: one ``Classifier`` may be
 shared by many threads (calls then run one at a time; use one per thread for parallel speed).
+
+Over 400 lines on purpose: one small class per interpreter on one base (its lock, input
+checks and error wording), and ``open_backend`` choosing among them; split by file, each class
+would import the base and the dispatcher would import them all, for no reader's gain.
 """
 from __future__ import annotations
 
