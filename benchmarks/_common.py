@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import platform
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -180,6 +181,28 @@ def torch_runner(model: Any, feed: Mapping[str, np.ndarray]) -> Callable[[], Any
             return model(**tfeed).logits
 
     return run
+
+
+def ort_profile(path: Path, feed: dict[str, np.ndarray], runs: int = 20) -> list[dict[str, Any]]:
+    """Where an ONNX file's time goes: ONNX Runtime's profiler, summed per op type."""
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as d:
+        so = ort.SessionOptions()
+        so.intra_op_num_threads, so.enable_profiling = 1, True
+        so.profile_file_prefix = str(Path(d) / "prof")
+        s = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        for _ in range(runs):
+            s.run(None, feed)
+        events = json.loads(Path(s.end_profiling()).read_text())
+    per: dict[str, float] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+            op = e.get("args", {}).get("op_name", "?")
+            per[op] = per.get(op, 0.0) + e["dur"] / 1000.0 / runs
+    total = sum(per.values()) or 1.0
+    return [{"op_type": k, "ms_per_call": round(v, 4), "share": round(v / total, 4)}
+            for k, v in sorted(per.items(), key=lambda kv: -kv[1])]
 
 
 def portable(obj: Any) -> Any:

@@ -48,6 +48,7 @@ from _common import (
     feeds_at,
     interleaved,
     machine,
+    ort_profile,
     portable,
     quick_setup,
     stats_ms,
@@ -191,28 +192,6 @@ def run_peers(args: argparse.Namespace) -> dict[str, Any]:
     print("peers: " + " ".join(cmd), file=sys.stderr)
     subprocess.run(cmd, check=True)
     return json.loads((out / "peers.json").read_text())
-
-
-def ort_profile(path: Path, feed: dict[str, np.ndarray], runs: int = 20) -> list[dict[str, Any]]:
-    """Where an ONNX file's time goes: ONNX Runtime's profiler, summed per op type."""
-    import onnxruntime as ort
-
-    with tempfile.TemporaryDirectory() as d:
-        so = ort.SessionOptions()
-        so.intra_op_num_threads, so.enable_profiling = 1, True
-        so.profile_file_prefix = str(Path(d) / "prof")
-        s = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        for _ in range(runs):
-            s.run(None, feed)
-        events = json.loads(Path(s.end_profiling()).read_text())
-    per: dict[str, float] = {}
-    for e in events:
-        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
-            op = e.get("args", {}).get("op_name", "?")
-            per[op] = per.get(op, 0.0) + e["dur"] / 1000.0 / runs
-    total = sum(per.values()) or 1.0
-    return [{"op_type": k, "ms_per_call": round(v, 4), "share": round(v / total, 4)}
-            for k, v in sorted(per.items(), key=lambda kv: -kv[1])]
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

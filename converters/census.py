@@ -31,6 +31,7 @@ _QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QU
               "DEQUANTIZE"}
 #: ONNX ops with a weight as their second operand, and which input index holds it
 _ONNX_WEIGHT_INPUT = {"MatMul": 1, "Gemm": 1, "FusedGemm": 1, "MatMulInteger": 1,
+                      "Attention": 1, "QAttention": 1,  # packed QKV (onnx_fuse.py)
                       "DynamicQuantizeMatMul": 1,
                       "MatMulIntegerToFloat": 1, "FusedMatMul": 1, "QLinearMatMul": 3, "QGemm": 3}
 #: TFLite ops with a weight operand, and which input index holds it

@@ -44,6 +44,9 @@ from ..cli_common import CONTEXT, native_logs_muted
               help="Parts kept in float in int8 files: embeddings, attention, pooler, classifier,"
                    " layernorm, softmax, gelu ('none' for none). Default:"
                    " classifier,layernorm,softmax,gelu.")
+@click.option("--onnx-graph", default=None, type=click.Choice(["plain", "fused"]),
+              help="fused: write ONNX Runtime's transformer fusions (Attention, SkipLayerNorm,"
+                   " BiasGelu) into the fp32 and int8-dynamic .onnx/.ort files (plain).")
 @click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
               help="TOML file with a [convert] table.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
@@ -55,7 +58,7 @@ def convert_command(ctx: click.Context, model_dir: Path, out: Path, formats: str
                     precisions: str | None, calibration: Path | None, seq_len: int | None,
                     buckets: str | None, calibration_size: int | None,
                     calibration_method: str | None, fallbacks: str | None,
-                    config_file: Path | None, overrides: tuple[str, ...], force: bool,
+                    onnx_graph: str | None, config_file: Path | None, overrides: tuple[str, ...], force: bool,
                     quiet: bool) -> None:
     """Convert a classifier into ONNX, ORT and TFLite files (fp32, fp16, int8), checked against torch.
 
@@ -71,6 +74,8 @@ def convert_command(ctx: click.Context, model_dir: Path, out: Path, formats: str
           --calibration ../shared/data/sst2/dev.tsv
       edge-albert convert --model student/ --out tfl/ --formats tflite \\
           --precisions fp32,fp16,int8-dynamic --seq-len 64
+      edge-albert convert --model student/ --out fused/ --formats onnx,ort \\
+          --precisions fp32,int8-dynamic --onnx-graph fused
       edge-albert convert --model student/ --out e2e/ --formats onnx,onnx-e2e \\
           --precisions int8-dynamic --calibration train.tsv
       edge-albert convert --model student/ --out et/ --formats pte \\
@@ -90,7 +95,7 @@ def convert_command(ctx: click.Context, model_dir: Path, out: Path, formats: str
         "convert", formats=formats, precisions=precisions,
         buckets=f"[{seq_len}]" if seq_len is not None else buckets,
         calibration_size=calibration_size, calibration_method=calibration_method,
-        fallbacks=fallbacks)
+        fallbacks=fallbacks, onnx_graph=onnx_graph)
     config = load_sections({"convert": ConvertConfig}, config_file, sets)["convert"]
     verbose = bool(ctx.find_root().obj and ctx.find_root().obj.get("verbose"))
     with native_logs_muted(not verbose):

@@ -30,6 +30,7 @@ from .spec import (
     Fallback,
     Format,
     IntType,
+    OnnxGraph,
     Precision,
     check_supported,
 )
@@ -67,6 +68,8 @@ class ConvertConfig:
     op output tensor names. ``per_channel`` applies to both ONNX recipes (TFLite full-integer is
     per-channel by TensorFlow's default). ``ort_target`` is the platform the .ort files are
     optimised for ("arm" keeps int8 QDQ fusions meant for ARM; they run everywhere).
+    ``onnx_graph`` ``fused`` writes ONNX Runtime's transformer fusions into the fp32 and
+    int8-dynamic .onnx/.ort files (int8-static stays plain: the QDQ quantizer has no Attention).
     """
 
     formats: tuple[Format, ...] = DEFAULT_FORMATS
@@ -85,6 +88,7 @@ class ConvertConfig:
     fallback_nodes: tuple[str, ...] = ()
     parity_examples: int = 256
     ort_target: str = "arm"
+    onnx_graph: OnnxGraph = OnnxGraph.PLAIN
     # ONNX precisions that also get fixed-shape copies (batch 1 x each bucket) under fixed/:
     # NNAPI, XNNPACK and CoreML want static shapes
     fixed_shapes: tuple[Precision, ...] = (Precision.FP32, Precision.INT8_STATIC)
@@ -100,6 +104,10 @@ class ConvertConfig:
         set_(self, "fixed_shapes", _enum_tuple(Precision, self.fixed_shapes, "convert.fixed_shapes"))
         set_(self, "fallbacks", _enum_tuple(Fallback, self.fallbacks, "convert.fallbacks"))
         set_(self, "calibration_method", CalibrationMethod(self.calibration_method))
+        if not isinstance(self.onnx_graph, (str, OnnxGraph)):
+            raise ConfigError(f"expected 'plain' or 'fused', got {self.onnx_graph!r}",
+                              key="convert.onnx_graph")
+        set_(self, "onnx_graph", _enum_tuple(OnnxGraph, self.onnx_graph, "convert.onnx_graph")[0])
         set_(self, "activation_type", IntType(self.activation_type))
         set_(self, "weight_type", IntType(self.weight_type))
         set_(self, "buckets", tuple(sorted({int(b) for b in self.buckets})))

@@ -19,8 +19,7 @@ import numpy as np
 
 from ..errors import ConfigError, ConversionError
 from .calibration import CalibrationSet
-from .sentencepiece_uncased import SEGMENTATION_DIFFERS
-from .spec import INPUT_NAMES, ExportSpec, Format, Precision, model_filename
+from .spec import ExportSpec, Format, OnnxGraph, Precision, model_filename
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +102,24 @@ def export_fp32_onnx(model, path: Path, spec: ExportSpec, params: int) -> dict:
             "folded_weight_transposes": info.folded_transposes,
             "merged_initializers": info.merged_initializers,
             "float_weight_bytes": info.initializer_bytes}
+
+
+def text_in_parity(ref: list, out: list, texts: list[str], differ: list[int], fmt: Format,
+                   precision: Precision, why: str) -> tuple[Any, dict, dict]:
+    """A text-in file's parity, on the texts its own tokenizer splits as the runtime does, its
+    agreement on every text, and the ``tokenization_checked`` record (``differ``: indices of
+    the texts tokenized otherwise; ``why``: the reason recorded when there are any)."""
+    from .parity import compare
+
+    other = set(differ)
+    same = [i for i in range(len(texts)) if i not in other]
+    par = compare([ref[i] for i in same], [out[i] for i in same], fmt=fmt, precision=precision)
+    every = compare(ref, out, fmt=fmt, precision=precision)
+    checked = {"texts": len(texts), "ids_equal": len(same),
+               "first_differences": [texts[i][:120] for i in differ[:5]],
+               **({"why": why + "; parity counts the texts it tokenizes as the runtime does,"
+                          " agreement_all_texts every text"} if differ else {})}
+    return par, {**par.to_dict(), "agreement_all_texts": every.agreement}, checked
 
 
 def tf_graph(model, spec: ExportSpec, feeds) -> tuple[Any, float]:
@@ -239,22 +256,37 @@ class Converter:
 
         c = self.config
         fp32 = scratch / model_filename(Format.ONNX, Precision.FP32)
+        (scratch / "src").mkdir()  # sources stay out of the .ort conversion below
+        plain = scratch / "src" / "plain.onnx"
         recipes: dict[Precision, dict] = {}
         recipes[Precision.FP32] = self.steps.run("onnx fp32", functools.partial(
-            export_fp32_onnx, self.model, fp32, self.spec, self.params))
+            export_fp32_onnx, self.model, plain, self.spec, self.params))
+        recipes[Precision.FP32]["graph"] = OnnxGraph.PLAIN.value
+        if c.onnx_graph is OnnxGraph.FUSED:
+            from .onnx_fuse import fuse_model_file
+
+            fused = scratch / "src" / "fused.onnx"
+            recipes[Precision.FP32].update(self.steps.run("onnx fuse", functools.partial(
+                fuse_model_file, self.model, plain, fused, self.params)))
+        shutil.copyfile(scratch / "src" / f"{recipes[Precision.FP32]['graph']}.onnx", fp32)
         for p in precs:
             dst = scratch / model_filename(Format.ONNX, p)
             if p is Precision.INT8_DYNAMIC:
                 recipes[p] = self.steps.run(f"onnx {p.value}", functools.partial(
                     quantize_dynamic, fp32, dst, per_channel=c.per_channel,
                     fallbacks=c.fallbacks, nodes=c.fallback_nodes))
+                recipes[p]["graph"] = recipes[Precision.FP32]["graph"]
             elif p is Precision.INT8_STATIC:
                 assert self.cal is not None
                 recipes[p] = self.steps.run(f"onnx {p.value}", functools.partial(
-                    quantize_static, fp32, dst, self.cal, method=c.calibration_method,
+                    quantize_static, plain, dst, self.cal, method=c.calibration_method,
                     per_channel=c.per_channel, activation_type=c.activation_type.value,
                     weight_type=c.weight_type.value, fallbacks=c.fallbacks,
                     nodes=c.fallback_nodes))
+                recipes[p]["graph"] = OnnxGraph.PLAIN.value
+                if c.onnx_graph is OnnxGraph.FUSED:
+                    recipes[p]["graph_why"] = ("ONNX Runtime's QDQ quantizer has no Attention:"
+                                               " int8-static is made from the plain graph")
         for p in [q for q in list(recipes) if q not in precs]:  # fp32 made only as the source
             (scratch / model_filename(Format.ONNX, p)).unlink()
         if any(f is Format.ORT for f, _ in plan):
@@ -265,8 +297,10 @@ class Converter:
         self.fixed_shape_files(scratch, [p for f, p in plan if f is Format.ONNX])
         for fmt, p in plan:
             if fmt is Format.ONNX_E2E:
+                from .onnx_e2e import e2e_file
+
                 self.steps.run(f"onnx-e2e {p.value}", functools.partial(
-                    self.e2e_file, scratch / model_filename(Format.ONNX, p), p, recipes[p]))
+                    e2e_file, self, scratch / model_filename(Format.ONNX, p), p, recipes[p]))
             if fmt not in (Format.ONNX, Format.ORT):
                 continue
             name = model_filename(fmt, p)
@@ -277,79 +311,6 @@ class Converter:
                                     f" optimisations, target {c.ort_target})",
                           "source": model_filename(Format.ONNX, p), "source_recipe": recipes[p]}
             self.measure(self.w.path / name, fmt, p, recipe)
-
-    def e2e_file(self, source: Path, p: Precision, source_recipe: dict) -> None:
-        """``model.<p>.e2e.onnx``: ``source`` with the tokenizer in front (see :mod:`.onnx_e2e`),
-        its ids compared with the runtime's on every parity text, its logits against torch.
-        WordPiece must give the runtime's ids on every text; SentencePiece's own segmentation
-        may split a rare word otherwise, so those texts are recorded (parity is measured on the
-        others, agreement on all)."""
-        import onnx
-
-        from .census import census
-        from .onnx_e2e import build_e2e, is_sentencepiece, preprocessing, session
-        from .parity import compare, torch_logits
-
-        assert self.text is not None  # run_convert refuses onnx-e2e without calibration text
-        t = self.text
-        spiece = is_sentencepiece(t.tokenizer_dir)
-        name = model_filename(Format.ONNX_E2E, p)
-        path = self.w.path / name
-        onnx.save(build_e2e(source, t.tokenizer_dir, t.labels, self.spec.max_length), str(path))
-        pre = session(preprocessing(t.tokenizer_dir, self.spec.max_length).SerializeToString())
-        full = session(path, threads=self.config.threads)
-        ref, out, differ = [], [], []
-        for i, item in enumerate(t.items):
-            texts = list(item) if isinstance(item, tuple) else [item]
-            enc = t.tokenizer.encode([texts[0]], texts[1:] or None,
-                                     max_length=self.spec.max_length)
-            n = int(enc.attention_mask[0].sum())
-            feed = {k: v[:, :n] for k, v in enc.as_dict().items()}
-            got = dict(zip(INPUT_NAMES, pre.run(list(INPUT_NAMES),
-                                                {"text": np.array(texts, dtype=object)})))
-            if any(not np.array_equal(got[k], feed[k]) for k in INPUT_NAMES):
-                differ.append(i)
-            ref += torch_logits(self.model, [feed])
-            out.append(full.run(["logits"], {"text": np.array(texts, dtype=object)})[0])
-        if differ and not spiece:
-            raise ConversionError(f"onnxruntime-extensions tokenizes {len(differ)} of"
-                                  f" {len(t.items)} texts differently from the runtime (first:"
-                                  f" {t.items[differ[0]]!r:.120})", where=name,
-                                  hint="leave onnx-e2e out of --formats for this tokenizer")
-        same = [i for i in range(len(t.items)) if i not in set(differ)]
-        par = compare([ref[i] for i in same], [out[i] for i in same], fmt=Format.ONNX_E2E,
-                      precision=p)
-        every = compare(ref, out, fmt=Format.ONNX_E2E, precision=p)
-        size = path.stat().st_size
-        op = ("SentencepieceTokenizer (the model's normaliser doing the runtime's)" if spiece
-              else "BertTokenizer")
-        meta = {"format": Format.ONNX_E2E.value, "precision": p.value,
-                "inputs": [{"name": "text", "dtype": "string",
-                            "shape": ["1 (a text) or 2 (a text pair)"]}],
-                "outputs": [{"name": "logits", "dtype": "float32", "shape": [1, "labels"]},
-                            {"name": "probabilities", "dtype": "float32",
-                             "shape": [1, "labels"]},
-                            {"name": "label", "dtype": "string", "shape": [1]}],
-                "seq_len": self.spec.max_length, "buckets": list(self.spec.buckets),
-                "requires": {"onnxruntime_custom_ops": "onnxruntime-extensions",
-                             "register": "SessionOptions.register_custom_ops_library("
-                                         "onnxruntime_extensions.get_library_path())"},
-                "recipe": {"recipe": f"onnxruntime-extensions {op}, one per text, the pair cut"
-                                     " longest_first + the ONNX file + softmax, argmax, label"
-                                     " names (onnx.compose.merge_models)",
-                           "source": source.name, "source_recipe": source_recipe},
-                "tokenization_checked": {
-                    "texts": len(t.items), "ids_equal": len(same),
-                    "first_differences": [str(t.items[i])[:120] for i in differ[:5]],
-                    **({"why": SEGMENTATION_DIFFERS + "; parity counts the texts it tokenizes as"
-                               " the runtime does, agreement_all_texts every text"}
-                       if differ else {})},
-                "census": census(path).summary(),
-                "parity": {**par.to_dict(), "agreement_all_texts": every.agreement},
-                "bytes_per_parameter": round(size / self.params, 4)}
-        self.parity[name] = par
-        self.described[name] = meta
-        self.w.describe(name, **meta)
 
     # -- TFLite -----------------------------------------------------------------------------
     def tf_module(self) -> Any:

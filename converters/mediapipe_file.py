@@ -173,7 +173,7 @@ def mediapipe_files(conv: Any, precs: Sequence[Any]) -> None:
     import torch
 
     from ..runtime.backends import MediaPipeBackend
-    from .parity import compare
+    from .convert_files import text_in_parity
     from .spec import Format, model_filename
     from .tflite_convert import convert_tflite
 
@@ -185,7 +185,7 @@ def mediapipe_files(conv: Any, precs: Sequence[Any]) -> None:
         scratch = Path(d)
         differ = conv.steps.run("mediapipe tokenizer check", functools.partial(
             _check_tokenizer, module, t, length, texts, scratch))
-        same = [i for i, x in enumerate(texts) if x not in differ]
+        differ_at = [i for i, x in enumerate(texts) if x in set(differ)]
         spiece = (t.tokenizer_dir / "spiece.model").is_file()
         with torch.no_grad():
             ref = []
@@ -207,9 +207,9 @@ def mediapipe_files(conv: Any, precs: Sequence[Any]) -> None:
                 out = [clf.scores(x)[None, :] for x in texts]
             finally:
                 clf.close()
-            par = compare([ref[i] for i in same], [out[i] for i in same], fmt=Format.MEDIAPIPE,
-                          precision=p)
-            every = compare(ref, out, fmt=Format.MEDIAPIPE, precision=p)
+            par, parity, checked = text_in_parity(
+                ref, out, texts, differ_at, Format.MEDIAPIPE, p,
+                SEGMENTATION_DIFFERS if spiece else _WHY_WORDPIECE)
             meta = {"format": Format.MEDIAPIPE.value, "precision": p.value,
                     "inputs": [{"name": n, "dtype": "int32", "shape": [1, length]}
                                for n in INPUT_NAMES],
@@ -227,16 +227,9 @@ def mediapipe_files(conv: Any, precs: Sequence[Any]) -> None:
                                              " in its own charsmap"
                                              if (t.tokenizer_dir / "spiece.model").is_file()
                                              else "WordPiece vocab.txt")},
-                    "tokenization_checked": {
-                        "texts": len(texts), "ids_equal": len(same),
-                        "first_differences": [x[:120] for x in differ[:5]],
-                        **({"why": (SEGMENTATION_DIFFERS if spiece else _WHY_WORDPIECE)
-                                   + "; parity counts the texts it tokenizes as the runtime"
-                                   " does, agreement_all_texts every text"}
-                           if differ else {})},
-                    "parity": {**par.to_dict(), "compared": "probabilities (MediaPipe's"
-                               " scores against torch's softmax)",
-                               "agreement_all_texts": every.agreement},
+                    "tokenization_checked": checked,
+                    "parity": {**parity, "compared": "probabilities (MediaPipe's scores against"
+                               " torch's softmax)"},
                     "bytes_per_parameter": round(path.stat().st_size / conv.params, 4)}
             conv.parity[name] = par
             conv.described[name] = meta

@@ -35,7 +35,7 @@ import numpy as np
 
 from ..errors import ConversionError
 from ..runtime.backends import extensions_library
-from .spec import INPUT_NAMES, OUTPUT_NAME
+from .spec import INPUT_NAMES, OUTPUT_NAME, Precision
 
 TEXT_INPUT = "text"
 OUTPUTS = (OUTPUT_NAME, "probabilities", "label")
@@ -270,5 +270,73 @@ def session(path: str | Path | bytes, *, threads: int | None = None) -> Any:
                                 providers=["CPUExecutionProvider"])
 
 
-__all__ = ["OUTPUTS", "TEXT_INPUT", "build_e2e", "e2e_refusal", "is_sentencepiece", "preprocessing",
-           "session"]
+def e2e_file(conv: Any, source: Path, p: Precision, source_recipe: dict) -> None:
+    """``model.<p>.e2e.onnx`` of a convert run (``conv``: its :class:`~.convert_files.Converter`):
+    ``source`` with the tokenizer in front, its ids compared with the runtime's on every parity
+    text, its logits against torch. WordPiece must give the runtime's ids on every text; SentencePiece's own segmentation
+    may split a rare word otherwise, so those texts are recorded (parity is measured on the
+    others, agreement on all)."""
+    import onnx
+
+    from .census import census
+    from .convert_files import text_in_parity
+    from .parity import torch_logits
+    from .sentencepiece_uncased import SEGMENTATION_DIFFERS
+    from .spec import Format, model_filename
+
+    assert conv.text is not None  # run_convert refuses onnx-e2e without calibration text
+    t = conv.text
+    spiece = is_sentencepiece(t.tokenizer_dir)
+    name = model_filename(Format.ONNX_E2E, p)
+    path = conv.w.path / name
+    onnx.save(build_e2e(source, t.tokenizer_dir, t.labels, conv.spec.max_length), str(path))
+    pre = session(preprocessing(t.tokenizer_dir, conv.spec.max_length).SerializeToString())
+    full = session(path, threads=conv.config.threads)
+    ref, out, differ = [], [], []
+    for i, item in enumerate(t.items):
+        texts = list(item) if isinstance(item, tuple) else [item]
+        enc = t.tokenizer.encode([texts[0]], texts[1:] or None,
+                                 max_length=conv.spec.max_length)
+        n = int(enc.attention_mask[0].sum())
+        feed = {k: v[:, :n] for k, v in enc.as_dict().items()}
+        got = dict(zip(INPUT_NAMES, pre.run(list(INPUT_NAMES),
+                                            {"text": np.array(texts, dtype=object)})))
+        if any(not np.array_equal(got[k], feed[k]) for k in INPUT_NAMES):
+            differ.append(i)
+        ref += torch_logits(conv.model, [feed])
+        out.append(full.run(["logits"], {"text": np.array(texts, dtype=object)})[0])
+    if differ and not spiece:
+        raise ConversionError(f"onnxruntime-extensions tokenizes {len(differ)} of"
+                              f" {len(t.items)} texts differently from the runtime (first:"
+                              f" {t.items[differ[0]]!r:.120})", where=name,
+                              hint="leave onnx-e2e out of --formats for this tokenizer")
+    par, parity, checked = text_in_parity(ref, out, [str(x) for x in t.items], differ,
+                                          Format.ONNX_E2E, p, SEGMENTATION_DIFFERS)
+    size = path.stat().st_size
+    op = ("SentencepieceTokenizer (the model's normaliser doing the runtime's)" if spiece
+          else "BertTokenizer")
+    meta = {"format": Format.ONNX_E2E.value, "precision": p.value,
+            "inputs": [{"name": "text", "dtype": "string",
+                        "shape": ["1 (a text) or 2 (a text pair)"]}],
+            "outputs": [{"name": "logits", "dtype": "float32", "shape": [1, "labels"]},
+                        {"name": "probabilities", "dtype": "float32",
+                         "shape": [1, "labels"]},
+                        {"name": "label", "dtype": "string", "shape": [1]}],
+            "seq_len": conv.spec.max_length, "buckets": list(conv.spec.buckets),
+            "requires": {"onnxruntime_custom_ops": "onnxruntime-extensions",
+                         "register": "SessionOptions.register_custom_ops_library("
+                                     "onnxruntime_extensions.get_library_path())"},
+            "recipe": {"recipe": f"onnxruntime-extensions {op}, one per text, the pair cut"
+                                 " longest_first + the ONNX file + softmax, argmax, label"
+                                 " names (onnx.compose.merge_models)",
+                       "source": source.name, "source_recipe": source_recipe},
+            "tokenization_checked": checked,
+            "census": census(path).summary(), "parity": parity,
+            "bytes_per_parameter": round(size / conv.params, 4)}
+    conv.parity[name] = par
+    conv.described[name] = meta
+    conv.w.describe(name, **meta)
+
+
+__all__ = ["OUTPUTS", "TEXT_INPUT", "build_e2e", "e2e_file", "e2e_refusal", "is_sentencepiece",
+           "preprocessing", "session"]

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConversionError
-from .spec import INPUT_NAMES, OUTPUT_NAME, ExportSpec
+from .spec import ATTENTION_MASK_VALUE, INPUT_NAMES, OUTPUT_NAME, ExportSpec
 
 #: a file may store at most this many bytes of float weights per fp32 parameter byte
 STORAGE_SLACK = 1.05
@@ -41,8 +41,13 @@ class OnnxExport:
     merged_initializers: int
 
 
-def logits_module(model):
-    """``model`` as a module of the three spec inputs returning only the logits, in eval mode."""
+def logits_module(model, mask_value: float = ATTENTION_MASK_VALUE):
+    """``model`` as a module of the three spec inputs returning only the logits, in eval mode.
+
+    The [batch, seq] mask goes in as the additive [batch, 1, 1, seq] mask
+    ``(1 - mask) * mask_value`` (transformers uses a 4-D mask as given): the exporter then
+    writes four small ops instead of transformers 5's Range / GatherND / Where mask builder, and
+    ONNX Runtime's attention fusion recognises the form (see :mod:`.onnx_fuse`)."""
     import torch
 
     class LogitsOnly(torch.nn.Module):
@@ -51,7 +56,8 @@ def logits_module(model):
             self.inner = inner
 
         def forward(self, input_ids, attention_mask, token_type_ids):
-            return self.inner(input_ids=input_ids, attention_mask=attention_mask,
+            keep = attention_mask.unsqueeze(1).unsqueeze(2).to(torch.float32)
+            return self.inner(input_ids=input_ids, attention_mask=(1.0 - keep) * mask_value,
                               token_type_ids=token_type_ids).logits
 
     return LogitsOnly(model).eval()
@@ -169,7 +175,7 @@ def export_onnx(model, path: str | Path, example: Mapping[str, np.ndarray], *, s
 
     _check_padded(example)
     use_eager_attention(model)
-    wrapper = logits_module(model)
+    wrapper = logits_module(model, spec.mask_value)
     args = tuple(torch.from_numpy(np.asarray(example[n], dtype=np.int64)) for n in INPUT_NAMES)
     max_pos = int(getattr(model.config, "max_position_embeddings", spec.max_length))
     batch = torch.export.Dim("batch", min=1)

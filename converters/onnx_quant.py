@@ -45,16 +45,22 @@ def _pre_process(src: Path, dst: Path) -> None:
 
 
 def _used_opsets_only(path: Path) -> None:
-    """Drop the opset imports of domains no node uses. quant_pre_process saves ORT's optimised
-    model with every domain registered in the process, so the same conversion gained
-    ``ai.onnx.contrib`` once onnxruntime-extensions had been imported (e.g. by an onnx-e2e file
-    earlier in the process): other bytes for the same model, seen as a flaky hash."""
+    """Drop the opset imports of domains no node uses, and merge identical initializers.
+
+    quant_pre_process saves ORT's optimised model with every domain registered in the process,
+    so the same conversion gained ``ai.onnx.contrib`` once onnxruntime-extensions had been
+    imported (e.g. by an onnx-e2e file earlier in the process): other bytes for the same model,
+    seen as a flaky hash. And the quantizer quantizes each fused Attention's packed weights on
+    their own, so a shared layer's passes each got a copy until merged here."""
     import onnx
+
+    from .onnx_export import dedupe_initializers
 
     model = onnx.load(str(path))
     used = {n.domain for n in model.graph.node} | {""}
     keep = [o for o in model.opset_import if o.domain in used]
-    if len(keep) < len(model.opset_import):
+    merged = dedupe_initializers(model)
+    if len(keep) < len(model.opset_import) or merged:
         del model.opset_import[:]
         model.opset_import.extend(keep)
         onnx.save(model, str(path))
@@ -118,11 +124,16 @@ def quantize_dynamic(src: str | Path, dst: str | Path, *, per_channel: bool = Fa
         gemms = {n.name for n in proto.graph.node if n.op_type == "Gemm"}
         exclude += [f"{n}_MatMul" for n in exclude if n in gemms]
         ops = op_types(fallbacks, static=False)
+        extra: dict[str, object] = {"MatMulConstBOnly": True}
+        if any(n.op_type == "Attention" for n in proto.graph.node):  # a fused graph (onnx_fuse)
+            ops.append("Attention")  # -> QAttention: int8 packed QKV weights
+            # shape inference stops at contrib ops: their outputs are float
+            extra["DefaultTensorType"] = onnx.TensorProto.FLOAT
         try:
             with _quiet_ort():
                 ort_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel,
                             op_types_to_quantize=ops, nodes_to_exclude=exclude,
-                            extra_options={"MatMulConstBOnly": True})
+                            extra_options=extra)
         except Exception as exc:
             raise ConversionError(f"onnxruntime quantize_dynamic failed: {str(exc).splitlines()[0]}",
                                   where=src) from exc

@@ -41,7 +41,7 @@ from ..errors import ConversionError, DataError
 from ..runtime.cpu import cpu_facts
 from .quantize_recipes import BACKENDS, RECIPES, REFERENCES, QuantizeConfig, Recipe
 from .quantize_trials import QuantizeGateError, Trial, TrialStatus, first_line, format_table
-from .spec import Format, Precision, model_filename
+from .spec import Format, OnnxGraph, Precision, model_filename
 
 TRIALS_JSON = "trials.json"
 TRIALS_MD = "trials.md"
@@ -63,6 +63,7 @@ class _Search:
         self.ref_logits: dict[Format, np.ndarray] = {}
         self.kept: dict[Format, Trial] = {}
         self.tf_diff: float | None = None
+        self._fusion: dict = {}
         width = max(self.spec.buckets)
         first = dev_inputs[0]
         a, b = (first if isinstance(first, tuple) else (first, None))
@@ -80,8 +81,12 @@ class _Search:
             if recipe.precision is Precision.FP32:
                 return path, export_fp32_onnx(self.model, path, self.spec, self.params)
             if recipe.precision is Precision.INT8_DYNAMIC:
-                return path, onnx_quant.quantize_dynamic(
+                fused: dict = {}
+                if recipe.graph is OnnxGraph.FUSED:
+                    source, fused = self.fused_source(source)
+                desc = onnx_quant.quantize_dynamic(
                     source, path, per_channel=recipe.per_channel, fallbacks=recipe.fallbacks)
+                return path, {**desc, "graph": recipe.graph.value, **fused}
             return path, onnx_quant.quantize_static(
                 source, path, self.cal, method=recipe.method, per_channel=recipe.per_channel,
                 fallbacks=recipe.fallbacks)
@@ -97,6 +102,15 @@ class _Search:
             except ConversionError as exc:
                 desc = {**desc, "warning": exc.message}
         return path, desc
+
+    def fused_source(self, plain: Path) -> tuple[Path, dict]:
+        """The fp32 reference with ONNX Runtime's fusions (made once per search)."""
+        from .onnx_fuse import fuse_model_file
+
+        path = plain.with_name(plain.stem + ".fused.onnx")
+        if not path.exists():
+            self._fusion = fuse_model_file(self.model, plain, path, self.params)
+        return path, {k: v for k, v in self._fusion.items() if k in ("fused_ops", "rewrites")}
 
     # -- measuring -----------------------------------------------------------------------
     def evaluate(self, recipe: Recipe, path: Path, trial: Trial) -> np.ndarray:

@@ -20,6 +20,7 @@ from .spec import (
     ExportSpec,
     Fallback,
     Format,
+    OnnxGraph,
     Precision,
 )
 
@@ -32,7 +33,8 @@ class Recipe:
     """One named int8 (or reference fp32) recipe for one backend.
 
     ``per_channel`` and ``method`` apply to ONNX Runtime's quantizers (TFLite full-integer is
-    per-channel by TensorFlow's default, and TFLite dynamic-range has no fallbacks).
+    per-channel by TensorFlow's default, and TFLite dynamic-range has no fallbacks); ``graph``
+    ``fused`` quantizes ONNX Runtime's fused graph (:mod:`.onnx_fuse`; dynamic only).
     """
 
     name: str
@@ -41,11 +43,12 @@ class Recipe:
     per_channel: bool = True
     method: CalibrationMethod = CalibrationMethod.MINMAX
     fallbacks: tuple[Fallback, ...] = ()
+    graph: OnnxGraph = OnnxGraph.PLAIN
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": self.format.value, "precision": self.precision.value,
                 "per_channel": self.per_channel, "method": self.method.value,
-                "fallbacks": [f.value for f in self.fallbacks]}
+                "fallbacks": [f.value for f in self.fallbacks], "graph": self.graph.value}
 
     @property
     def needs_calibration(self) -> bool:
@@ -60,6 +63,8 @@ class Recipe:
             if self.precision is Precision.INT8_STATIC:
                 parts.append(f"QDQ {self.method.value}")
             parts.append("per-channel" if self.per_channel else "per-tensor")
+            if self.graph is OnnxGraph.FUSED:
+                parts.append("fused graph")
         elif self.precision is Precision.INT8_STATIC:
             parts.append("full-integer")
         if not (self.format is Format.TFLITE and self.precision is Precision.INT8_DYNAMIC):
@@ -92,6 +97,10 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe("onnx-dynamic-pc", _O, _DYN, per_channel=True, fallbacks=_DEFAULT),
     Recipe("onnx-dynamic-pc-none", _O, _DYN, per_channel=True, fallbacks=_NONE),
     Recipe("onnx-dynamic-pc-wide", _O, _DYN, per_channel=True, fallbacks=_WIDE),
+    Recipe("onnx-dynamic-fused-pt", _O, _DYN, per_channel=False, fallbacks=_DEFAULT,
+           graph=OnnxGraph.FUSED),
+    Recipe("onnx-dynamic-fused-pc", _O, _DYN, per_channel=True, fallbacks=_DEFAULT,
+           graph=OnnxGraph.FUSED),
     Recipe("onnx-qdq-minmax-pt", _O, _STA, per_channel=False, method=_MM, fallbacks=_DEFAULT),
     Recipe("onnx-qdq-minmax-pc", _O, _STA, per_channel=True, method=_MM, fallbacks=_DEFAULT),
     Recipe("onnx-qdq-minmax-pc-none", _O, _STA, per_channel=True, method=_MM, fallbacks=_NONE),

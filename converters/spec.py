@@ -57,6 +57,20 @@ class IntType(str, enum.Enum):
     UINT8 = "uint8"
 
 
+class OnnxGraph(str, enum.Enum):
+    """The graph form of the .onnx / .ort files.
+
+    ``plain``: the exported graph (ONNX Runtime still fuses LayerNorm, GELU and MatMul+Add when a
+    session loads it); ``fused``: ONNX Runtime's transformer fusions written into the file
+    (``Attention``, ``SkipLayerNormalization``, ``BiasGelu``; ``QAttention`` when int8-dynamic),
+    see :mod:`.onnx_fuse`. Which is faster depends on the CPU and the model: ``quantize --search``
+    times both.
+    """
+
+    PLAIN = "plain"
+    FUSED = "fused"
+
+
 class Fallback(str, enum.Enum):
     """Named parts of the model an int8 recipe can keep in float.
 
@@ -200,6 +214,7 @@ __all__ = [
     "Fallback",
     "Format",
     "IntType",
+    "OnnxGraph",
     "Precision",
     "check_supported",
     "model_filename",

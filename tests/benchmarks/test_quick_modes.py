@@ -161,3 +161,21 @@ def test_quick_neighbours_times_each_policy_alone_and_beside_a_neighbour(tmp_pat
         assert r["slowdown"] == pytest.approx(r["alone_steps_per_s"] / r["beside_steps_per_s"],
                                               abs=0.01)
     assert "| OMP_WAIT_POLICY=PASSIVE |" in (tmp_path / "neighbours.quick.md").read_text()
+
+
+@pytest.mark.slow
+def test_quick_onnx_graphs_times_plain_and_fused_side_by_side(tmp_path, work):
+    result = load("onnx_graphs").main(["--quick", "--out-dir", str(tmp_path), "--work",
+                                       str(work), "--budget", "0.2"])
+    isa = result["machine"]["isa"]
+    saved = json.loads((tmp_path / f"onnx-graphs-{isa}.quick.json").read_text())
+    files = saved["files"]
+    assert set(files) == {"plain fp32", "plain int8-dynamic", "fused fp32", "fused int8-dynamic"}
+    assert files["fused fp32"]["ops"]["Attention"] == 2 and "Attention" not in files["plain fp32"]["ops"]
+    assert files["fused int8-dynamic"]["ops"]["QAttention"] == 2
+    assert files["fused fp32"]["agreement_with_plain"] == 1.0
+    assert all(0.0 < f["dev_accuracy"] <= 1.0 for f in files.values())
+    assert len(saved["shapes"]) == 8 and all(
+        r["fused_over_plain"]["fp32"] > 0 for r in saved["shapes"])
+    assert {p["op_type"] for p in saved["ort_profile_int8_b8x128"]["fused"]} >= {"QAttention"}
+    assert "| 1 | 8 x 128 |" in (tmp_path / f"onnx-graphs-{isa}.quick.md").read_text()

@@ -18,10 +18,10 @@ from edge_albert.errors import ConfigError, ConversionError
 
 pytest.importorskip("onnxruntime")
 
-#: two ONNX recipes that should stay within budget, one made to collapse, one made to crash,
-#: and TFLite dynamic-range
+#: three ONNX recipes that should stay within budget (one on the fused graph), one made to
+#: collapse, one made to crash, and TFLite dynamic-range
 RECIPE_LIST = ("onnx-dynamic-pt", "onnx-dynamic-pc", "onnx-dynamic-pc-none",
-               "onnx-qdq-minmax-pc", "tflite-dynamic")
+               "onnx-dynamic-fused-pt", "onnx-qdq-minmax-pc", "tflite-dynamic")
 COLLAPSE, CRASH = "onnx-dynamic-pc", "onnx-qdq-minmax-pc"
 
 
@@ -98,7 +98,9 @@ def searched(tmp_path_factory, ft_model, tiny_task):
 def test_every_trial_is_a_row_failures_included(searched):
     _, table, out = searched
     rows = {r["recipe"]: r for r in table["trials"]}
-    assert list(rows) == ["onnx-fp32", *RECIPE_LIST[:4], "tflite-fp32", "tflite-dynamic"]
+    assert list(rows) == ["onnx-fp32", *RECIPE_LIST[:5], "tflite-fp32", "tflite-dynamic"]
+    fused = rows["onnx-dynamic-fused-pt"]
+    assert "fused graph" in fused["settings"] and fused["status"] in ("kept", "within budget")
     assert rows["onnx-fp32"]["status"] == rows["tflite-fp32"]["status"] == "reference"
     assert rows[CRASH]["status"] == "failed" and rows[CRASH]["error"] == "injected quantizer crash"
     assert rows[CRASH]["accuracy"] is None
