@@ -272,7 +272,7 @@ def run_convert(config: ConvertConfig, model_dir: str | Path, out_dir: str | Pat
         raise ConversionError("the torch model itself returns non-finite logits", where=model_dir)
 
     plan = config.plan()
-    names = _step_names(plan)
+    names = _step_names(plan, config.onnx_graph)
     steps = Steps(names, progress is not False)
     record = {**to_dict(config), "calibration": str(calibration) if calibration else None,
               "model": str(model_dir)}
@@ -337,11 +337,13 @@ def _text_source(config: ConvertConfig, ds: Any, tok: Any, model_dir: Path,
     return TextSource(model_dir, tok, list(labels), picked + extra)
 
 
-def _step_names(plan: list[tuple[Format, Precision]]) -> list[str]:
+def _step_names(plan: list[tuple[Format, Precision]], graph: OnnxGraph) -> list[str]:
     names = []
     onnx_precs = [p for f, p in plan if f in (Format.ONNX, Format.ORT, Format.ONNX_E2E)]
     if onnx_precs:  # the fp32 export always runs: it is the source of the int8 files
         names.append("onnx fp32")
+        if graph is OnnxGraph.FUSED:
+            names.append("onnx fuse")
     names += [f"onnx {p.value}" for p in dict.fromkeys(onnx_precs) if p is not Precision.FP32]
     if any(f is Format.ORT for f, _ in plan):
         names.append("ort")

@@ -74,7 +74,7 @@ class Recipe:
 
 _NONE: tuple[Fallback, ...] = ()
 _DEFAULT = DEFAULT_FALLBACKS
-_WIDE = (*DEFAULT_FALLBACKS, Fallback.EMBEDDINGS, Fallback.ATTENTION)
+_WIDE = (*DEFAULT_FALLBACKS, Fallback.EMBEDDINGS)
 #: the named fallback sets of the recipe table
 FALLBACK_SETS: dict[str, tuple[Fallback, ...]] = {"none": _NONE, "default": _DEFAULT,
                                                   "wide": _WIDE}
@@ -89,7 +89,7 @@ _MM, _EN, _PC = CalibrationMethod.MINMAX, CalibrationMethod.ENTROPY, Calibration
 _O, _T = Format.ONNX, Format.TFLITE
 
 #: every int8 recipe a search may try, in trial order. Fallback sets: ``none``; ``default``
-#: (classifier, layernorm, softmax, gelu); ``wide`` (default + embeddings + attention matmuls).
+#: (classifier, layernorm, softmax, gelu, attention matmuls); ``wide`` (default + embeddings).
 #: ONNX dynamic quantizes weight matmuls (and the embedding Gather) only, so its LayerNorm /
 #: Softmax / GELU fallbacks are moot; TFLite dynamic-range takes no fallbacks at all.
 RECIPES: dict[str, Recipe] = {r.name: r for r in (
