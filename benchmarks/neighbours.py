@@ -48,6 +48,27 @@ print(json.dumps({"steps": n, "seconds": time.perf_counter() - t0,
                   "threads": torch.get_num_threads()}))
 """
 
+#: the device runtime's side: ONNX Runtime (its own thread pool, not OpenMP) running an int8
+#: file with 2 threads, batch 8 x 64; argv: path, steps, seconds, allow_spinning ("1"/"0")
+RUNTIME_WORKLOAD = r"""
+import json, sys, time, numpy as np, onnxruntime as ort
+path, steps, seconds, spin = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+o = ort.SessionOptions(); o.intra_op_num_threads = 2; o.inter_op_num_threads = 1
+o.add_session_config_entry("session.intra_op.allow_spinning", spin)
+s = ort.InferenceSession(path, o, providers=["CPUExecutionProvider"])
+ids = np.random.default_rng(0).integers(5, 1000, (8, 64)).astype(np.int64)
+feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+for _ in range(5):
+    s.run(None, feeds)
+t0, n = time.perf_counter(), 0
+while n < steps or (seconds and time.perf_counter() - t0 < seconds):
+    s.run(None, feeds); n += 1
+    if seconds and time.perf_counter() - t0 >= seconds:
+        break
+print(json.dumps({"steps": n, "seconds": time.perf_counter() - t0, "threads": 2}))
+"""
+SPINNING = {"ONNX Runtime default (spinning)": "1", "allow_spinning=0": "0"}
+
 POLICIES = {"libgomp default": {}, "OMP_WAIT_POLICY=PASSIVE": {"OMP_WAIT_POLICY": "PASSIVE"},
             "GOMP_SPINCOUNT=10000": {"GOMP_SPINCOUNT": "10000"},
             "GOMP_SPINCOUNT=100000": {"GOMP_SPINCOUNT": "100000"}}
@@ -59,10 +80,13 @@ def _env(extra: dict[str, str]) -> dict[str, str]:
     return {**env, **extra}
 
 
-def measure(policy: dict[str, str], steps: int, neighbour_seconds: float) -> dict[str, float]:
+def measure(policy: dict[str, str], steps: int, neighbour_seconds: float, *,
+            workload: str = WORKLOAD, args: Sequence[str] = ()) -> dict[str, float]:
     """Steps/s of the workload alone, then beside a neighbour running the same workload."""
     def run(n: int, seconds: float = 0.0) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-c", WORKLOAD, str(n), str(seconds)],
+        # the runtime workload takes path, steps, seconds, spinning; training steps, seconds
+        argv = [args[0], str(n), str(seconds), *args[1:]] if args else [str(n), str(seconds)]
+        return subprocess.Popen([sys.executable, "-c", workload, *argv],
                                 env=_env(policy), stdout=subprocess.PIPE, text=True)
 
     alone = json.loads(run(steps).communicate()[0])
@@ -79,6 +103,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--out-dir", type=Path, default=RESULTS)
+    ap.add_argument("--onnx", type=Path,
+                    default=Path(__file__).resolve().parents[1] / "runs" / "sst2" / "default-convert"
+                    / "model.int8-dynamic.onnx",
+                    help="the int8 file the runtime rows run (absent: those rows are skipped)")
     ap.add_argument("--quick", action="store_true", help="4 steps, two policies (a test; numbers mean little)")
     args = ap.parse_args(argv)
     steps = 4 if args.quick else args.steps
@@ -88,8 +116,20 @@ def main(argv: Sequence[str] | None = None) -> dict:
         # the neighbour outlasts the measured run: 3 s head start plus a generous margin
         rows[name] = measure(policy, steps, neighbour_seconds=12.0 if args.quick else 120.0)
         print(f"{name}: {rows[name]}", file=sys.stderr)
+    runtime = {}
+    onnx = args.onnx
+    if args.quick:
+        onnx = _tiny_onnx(args.out_dir)
+    if onnx.is_file():
+        for name, spin in SPINNING.items():
+            runtime[name] = measure({}, 20 if args.quick else 200,
+                                    neighbour_seconds=12.0 if args.quick else 60.0,
+                                    workload=RUNTIME_WORKLOAD, args=(str(onnx), spin))
+            print(f"{name}: {runtime[name]}", file=sys.stderr)
     result = {"machine": machine(), "workload": "demo-teacher training steps, batch 32 x 48",
-              "steps": steps, "policies": rows,
+              "steps": steps, "policies": rows, "runtime_onnx": str(onnx),
+              "runtime_workload": "ONNX Runtime, 2 threads, batch 8 x 64 calls of the int8 file",
+              "runtime": runtime,
               "command": "python benchmarks/neighbours.py " + " ".join(argv or sys.argv[1:]),
               "wall_seconds": round(time.time() - t0, 1)}
     md = ["# Training beside a busy neighbour", "",
@@ -100,10 +140,31 @@ def main(argv: Sequence[str] | None = None) -> dict:
           "|---|---:|---:|---:|---:|"]
     md += [f"| {k} | {v['threads']} | {v['alone_steps_per_s']:.2f} |"
            f" {v['beside_steps_per_s']:.2f} | {v['slowdown']:.2f}x |" for k, v in rows.items()]
+    if runtime:
+        md += ["", f"The runtime: {result['runtime_workload']} (`{result['runtime_onnx']}`), the"
+               " neighbour the same calls in a second process:", "",
+               "| ONNX Runtime threads | alone calls/s | beside a neighbour | slowdown |",
+               "|---|---:|---:|---:|"]
+        md += [f"| {k} | {v['alone_steps_per_s']:.1f} | {v['beside_steps_per_s']:.1f} |"
+               f" {v['slowdown']:.2f}x |" for k, v in runtime.items()]
     write_results(args.out_dir, "neighbours.quick" if args.quick else "neighbours", result,
                   "\n".join(md) + "\n")
     print("\n".join(md))
     return result
+
+
+def _tiny_onnx(out_dir: Path) -> Path:
+    """--quick: a tiny random ALBERT's int8 ONNX file (built once under ``out_dir``)."""
+    from _common import quick_setup
+    from edge_albert.converters.convert import ConvertConfig, run_convert
+
+    work = out_dir / "neighbours_quick_work"
+    q = quick_setup(work)
+    art = work / "onnx"
+    if not (art / "manifest.json").is_file():
+        run_convert(ConvertConfig(formats=("onnx",), precisions=("int8-dynamic",),
+                                  fixed_shapes=()), q["model"], art, progress=False)
+    return art / "model.int8-dynamic.onnx"
 
 
 if __name__ == "__main__":
