@@ -30,6 +30,17 @@ E2E_SUFFIX = ".e2e.onnx"
 MEDIAPIPE_SUFFIX = ".mediapipe.tflite"
 
 
+def spinning_allowed() -> bool:
+    """Whether ONNX Runtime's waiting threads may spin: only with ``OMP_WAIT_POLICY=ACTIVE`` (the
+    toolchain's one knob for waiting threads, PASSIVE by default). Why: beside one busy neighbour
+    a 2-thread session of the default student's int8 file ran 2.93x slower with ONNX Runtime's
+    default spinning and 1.56x with it off (19 % slower alone; benchmarks/neighbours.py, 2-core
+    Xeon), and phones and boards always have neighbours."""
+    import os
+
+    return os.environ.get("OMP_WAIT_POLICY", "").strip().upper() == "ACTIVE"
+
+
 def extensions_library() -> str:
     """The path of onnxruntime-extensions' custom-op library, loaded so that it binds to its
     own symbols first. Why: TensorFlow (and MediaPipe) load their protobuf into the process's
@@ -112,6 +123,8 @@ class OnnxRuntimeBackend(Backend):
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        opts.add_session_config_entry("session.intra_op.allow_spinning",
+                                      "1" if spinning_allowed() else "0")
         available = set(ort.get_available_providers())
         wanted = []
         for p in providers:

@@ -160,7 +160,14 @@ def test_quick_neighbours_times_each_policy_alone_and_beside_a_neighbour(tmp_pat
         assert r["alone_steps_per_s"] > 0 and r["beside_steps_per_s"] > 0
         assert r["slowdown"] == pytest.approx(r["alone_steps_per_s"] / r["beside_steps_per_s"],
                                               abs=0.01)
-    assert "| OMP_WAIT_POLICY=PASSIVE |" in (tmp_path / "neighbours.quick.md").read_text()
+    md = (tmp_path / "neighbours.quick.md").read_text()
+    assert "| OMP_WAIT_POLICY=PASSIVE |" in md
+    pytest.importorskip("onnxruntime")
+    runtime = result["runtime"]
+    assert list(runtime) == ["ONNX Runtime default (spinning)", "allow_spinning=0"]
+    assert all(r["alone_steps_per_s"] > 0 and r["beside_steps_per_s"] > 0
+               for r in runtime.values())
+    assert "| allow_spinning=0 |" in md
 
 
 @pytest.mark.slow

@@ -141,3 +141,20 @@ def test_wrong_input_names_are_a_clear_error(tiny_artifact):
     feeds = {"args_0": np.ones((1, 8), np.int64), "args_1": np.ones((1, 8), np.int64)}
     with pytest.raises(RuntimeBackendError, match="inputs are named"):
         be.run(feeds)
+
+
+@pytest.mark.parametrize("policy,spins", [(None, "0"), ("PASSIVE", "0"), ("active", "1")])
+def test_onnxruntime_threads_wait_passively_unless_told(tiny_artifact, monkeypatch, policy,
+                                                        spins):
+    """ONNX Runtime's pool spins while it waits unless told: the runtime turns that off (a
+    2-thread session ran 2.93x slower beside a busy neighbour with it), except under
+    OMP_WAIT_POLICY=ACTIVE, the toolchain's one knob for waiting threads."""
+    from edge_albert.runtime.backends import open_backend
+
+    if policy is None:
+        monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    else:
+        monkeypatch.setenv("OMP_WAIT_POLICY", policy)
+    be = open_backend(tiny_artifact / "model.int8-dynamic.onnx", threads=2)
+    opts = be.session.get_session_options()
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == spins
