@@ -186,3 +186,15 @@ def test_quick_onnx_graphs_times_plain_and_fused_side_by_side(tmp_path, work):
         r["fused_over_plain"]["fp32"] > 0 for r in saved["shapes"])
     assert {p["op_type"] for p in saved["ort_profile_int8_b8x128"]["fused"]} >= {"QAttention"}
     assert "| 1 | 8 x 128 |" in (tmp_path / f"onnx-graphs-{isa}.quick.md").read_text()
+
+
+@pytest.mark.slow
+def test_quick_train_loop_times_ours_beside_a_plain_loop(tmp_path):
+    pytest.importorskip("torch")
+    result = load("train_loop").main(["--quick", "--out-dir", str(tmp_path)])
+    saved = json.loads((tmp_path / "train_loop.quick.json").read_text())
+    assert set(saved["examples_per_s"]) == {"ours", "plain"}
+    assert all(v > 0 for vs in saved["examples_per_s"].values() for v in vs)
+    med = saved["median_examples_per_s"]
+    assert result["ours_over_plain"] == pytest.approx(med["ours"] / med["plain"], abs=0.01)
+    assert "| plain |" in (tmp_path / "train_loop.quick.md").read_text()
