@@ -19,6 +19,7 @@
 # Options: --work DIR (default /work/aarch64; root, wheels, scratch live there, never in the repo)
 #          --cpu cortex-a76|cortex-a72   --data EVAL_FILE (default ../shared/data/sst2/dev.tsv)
 #          --threads N (default 2)   --min-agreement 0.995   --out JSON
+#          --onnx-graph plain|fused (default plain): the convert option of the files bundled
 #          --train-steps N (default 300): fine-tune the tiny ALBERT for N steps on SST-2 train
 #          before converting it. A random tiny ALBERT answers the same class for every row with
 #          a near-constant margin, which makes agreement trivially 100 %; a few hundred steps give
@@ -40,6 +41,7 @@ BUNDLE=""
 ARTIFACTS=""
 STAGE=all
 TRAIN_STEPS=300
+ONNX_GRAPH=plain
 THREADS=2
 MIN_AGREEMENT=0.995
 OUT="$REPO/benchmarks/results/aarch64_emulated.json"
@@ -56,6 +58,7 @@ while [ $# -gt 0 ]; do
     --stage) STAGE="$2"; shift 2 ;;
     --threads) THREADS="$2"; shift 2 ;;
     --train-steps) TRAIN_STEPS="$2"; shift 2 ;;
+    --onnx-graph) ONNX_GRAPH="$2"; shift 2 ;;
     --min-agreement) MIN_AGREEMENT="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
     --clean) STAGE=clean; shift ;;
@@ -64,6 +67,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 case "$CPU" in cortex-a76|cortex-a72) ;; *) echo "error: --cpu must be cortex-a76 or cortex-a72" >&2; exit 2 ;; esac
+case "$ONNX_GRAPH" in plain|fused) ;; *) echo "error: --onnx-graph must be plain or fused" >&2; exit 2 ;; esac
 
 ROOT="$WORK/root"
 WHEELS="$WORK/wheels"
@@ -174,7 +178,7 @@ make_bundle() {
   [ -n "$BUNDLE" ] && return
   local conv="$ARTIFACTS"
   if [ -z "$conv" ]; then
-    conv="$SCRATCH/conv-steps$TRAIN_STEPS"
+    conv="$SCRATCH/conv-steps$TRAIN_STEPS-$ONNX_GRAPH"
     if [ ! -f "$conv/manifest.json" ]; then
       local train; train="$(dirname "$DATA")/train.tsv"
       local ea; ea="$(dirname "$PYTHON")/edge-albert"; [ -x "$ea" ] || ea=edge-albert
@@ -188,12 +192,14 @@ make_bundle() {
           --set finetune.threads=1 --set finetune.checkpoint_every=0 --out "$SCRATCH/trained" --force
         model="$SCRATCH/trained"
       fi
-      OMP_NUM_THREADS=1 nice -n 10 "$ea" convert --model "$model" --out "$conv" --calibration "$DATA" --force
+      OMP_NUM_THREADS=1 nice -n 10 "$ea" convert --model "$model" --out "$conv" --calibration "$DATA" \
+        --onnx-graph "$ONNX_GRAPH" --force
     fi
   fi
   BUNDLE="$SCRATCH/bundle"
   log "bundling $conv for rpi -> $BUNDLE"
-  OMP_NUM_THREADS=1 nice -n 10 "$PYTHON" -m edge_albert.bundle_cli bundle --artifacts "$conv" \
+  # the CLI group (bundle_cli.py holds the command, not a __main__)
+  OMP_NUM_THREADS=1 nice -n 10 "$PYTHON" -m edge_albert bundle --artifacts "$conv" \
     --target rpi --data "$DATA" --out "$BUNDLE" --force
 }
 
