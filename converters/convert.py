@@ -104,10 +104,11 @@ class ConvertConfig:
         set_(self, "fixed_shapes", _enum_tuple(Precision, self.fixed_shapes, "convert.fixed_shapes"))
         set_(self, "fallbacks", _enum_tuple(Fallback, self.fallbacks, "convert.fallbacks"))
         set_(self, "calibration_method", CalibrationMethod(self.calibration_method))
-        if not isinstance(self.onnx_graph, (str, OnnxGraph)):
+        try:
+            set_(self, "onnx_graph", OnnxGraph(self.onnx_graph))
+        except ValueError:
             raise ConfigError(f"expected 'plain' or 'fused', got {self.onnx_graph!r}",
-                              key="convert.onnx_graph")
-        set_(self, "onnx_graph", _enum_tuple(OnnxGraph, self.onnx_graph, "convert.onnx_graph")[0])
+                              key="convert.onnx_graph") from None
         set_(self, "activation_type", IntType(self.activation_type))
         set_(self, "weight_type", IntType(self.weight_type))
         set_(self, "buckets", tuple(sorted({int(b) for b in self.buckets})))

@@ -262,13 +262,14 @@ class Converter:
         recipes[Precision.FP32] = self.steps.run("onnx fp32", functools.partial(
             export_fp32_onnx, self.model, plain, self.spec, self.params))
         recipes[Precision.FP32]["graph"] = OnnxGraph.PLAIN.value
+        source = plain
         if c.onnx_graph is OnnxGraph.FUSED:
             from .onnx_fuse import fuse_model_file
 
-            fused = scratch / "src" / "fused.onnx"
+            source = scratch / "src" / "fused.onnx"
             recipes[Precision.FP32].update(self.steps.run("onnx fuse", functools.partial(
-                fuse_model_file, self.model, plain, fused, self.params)))
-        shutil.copyfile(scratch / "src" / f"{recipes[Precision.FP32]['graph']}.onnx", fp32)
+                fuse_model_file, self.model, plain, source, self.params)))
+        shutil.copyfile(source, fp32)
         for p in precs:
             dst = scratch / model_filename(Format.ONNX, p)
             if p is Precision.INT8_DYNAMIC:

@@ -6,7 +6,7 @@ LayerNorm pairs into ``SkipLayerNormalization`` and bias + erf GELU into ``BiasG
 pattern matcher follows the first parent of the wanted type and never backtracks, so on the
 dynamo exporter's graph it fused no attention at all (measured with onnxruntime 1.32). Three
 rewrites, none changing a value beyond float rounding, put our graph in the form it matches
-(:func:`canonicalise`); the export itself feeds the mask as ``(1 - mask) * min`` (see
+(:func:`canonicalise`); the export itself feeds the mask as ``(1 - mask) * mask_value`` (see
 :func:`.onnx_export.logits_module`), the classic BERT mask the matcher knows:
 
 1. the mask's one ``Unsqueeze(axes=[1, 2])`` becomes two single-axis Unsqueezes;
@@ -17,8 +17,8 @@ rewrites, none changing a value beyond float rounding, put our graph in the form
    would otherwise take for the attention output.
 
 ALBERT's shared layer makes every pass pack the same QKV weights: :func:`.onnx_export.
-dedupe_initializers` merges the copies again (and again after quantization, see
-:func:`.onnx_quant.quantize_dynamic`), and :func:`fuse_onnx` refuses a file over the same storage
+dedupe_initializers` merges the copies again (and again after quantization, in
+``onnx_quant._tidy_saved``), and :func:`fuse_onnx` refuses a file over the same storage
 bound as the export.
 """
 from __future__ import annotations
@@ -115,8 +115,7 @@ def _attention_output_first(graph) -> int:
         if add is None or add.op_type != "Add":
             continue
         if not is_attention_output(add.input[0]) and is_attention_output(add.input[1]):
-            first, second = add.input[1], add.input[0]
-            add.input[0], add.input[1] = first, second
+            add.input[0], add.input[1] = add.input[1], add.input[0]
             swapped += 1
     return swapped
 
@@ -127,12 +126,13 @@ def _name_packed_weights(model_proto) -> None:
     g = model_proto.graph
     inits = {i.name: i for i in g.initializer}
     rename: dict[str, str] = {}
+    made = {"weight": 0, "bias": 0}
     for node in (n for n in g.node if n.op_type == "Attention"):
         for idx, kind in ((1, "weight"), (2, "bias")):
             old = node.input[idx] if len(node.input) > idx else ""
             if old in inits and old not in rename:
-                rename[old] = f"encoder.attention.{sum(v.endswith(kind) for v in rename.values())}" \
-                              f".qkv_{kind}"
+                rename[old] = f"encoder.attention.{made[kind]}.qkv_{kind}"
+                made[kind] += 1
     for old, new in rename.items():
         inits[old].name = new
     for node in g.node:

@@ -44,7 +44,7 @@ def _pre_process(src: Path, dst: Path) -> None:
                               where=src) from exc
 
 
-def _used_opsets_only(path: Path) -> None:
+def _tidy_saved(path: Path) -> None:
     """Drop the opset imports of domains no node uses, and merge identical initializers.
 
     quant_pre_process saves ORT's optimised model with every domain registered in the process,
@@ -137,7 +137,7 @@ def quantize_dynamic(src: str | Path, dst: str | Path, *, per_channel: bool = Fa
         except Exception as exc:
             raise ConversionError(f"onnxruntime quantize_dynamic failed: {str(exc).splitlines()[0]}",
                                   where=src) from exc
-    _used_opsets_only(Path(dst))
+    _tidy_saved(Path(dst))
     return {"recipe": "onnxruntime.quantize_dynamic", "weight_type": "int8",
             "per_channel": per_channel, "op_types": ops, "float_nodes": exclude}
 
@@ -182,7 +182,7 @@ def quantize_static(src: str | Path, dst: str | Path, calibration: CalibrationSe
         except Exception as exc:
             raise ConversionError(f"onnxruntime quantize_static failed: {str(exc).splitlines()[0]}",
                                   where=src) from exc
-    _used_opsets_only(Path(dst))
+    _tidy_saved(Path(dst))
     return {"recipe": "onnxruntime.quantize_static (QDQ)", "calibration": method.value,
             "calibration_examples": len(calibration),
             "calibration_widths": sorted(int(w) for w in calibration.lengths),

@@ -29,7 +29,6 @@ import math
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +39,7 @@ from ..config import to_dict
 from ..errors import ConversionError, DataError
 from ..runtime.cpu import cpu_facts
 from .quantize_recipes import BACKENDS, RECIPES, REFERENCES, QuantizeConfig, Recipe
-from .quantize_trials import QuantizeGateError, Trial, TrialStatus, first_line, format_table
+from .quantize_trials import QuantizeGateError, Trial, TrialStatus, first_line, trials_markdown
 from .spec import Format, OnnxGraph, Precision, model_filename
 
 TRIALS_JSON = "trials.json"
@@ -81,12 +80,11 @@ class _Search:
             if recipe.precision is Precision.FP32:
                 return path, export_fp32_onnx(self.model, path, self.spec, self.params)
             if recipe.precision is Precision.INT8_DYNAMIC:
-                fused: dict = {}
-                if recipe.graph is OnnxGraph.FUSED:
-                    source, fused = self.fused_source(source)
+                fused = recipe.graph is OnnxGraph.FUSED
                 desc = onnx_quant.quantize_dynamic(
-                    source, path, per_channel=recipe.per_channel, fallbacks=recipe.fallbacks)
-                return path, {**desc, "graph": recipe.graph.value, **fused}
+                    self.fused_source(source) if fused else source, path,
+                    per_channel=recipe.per_channel, fallbacks=recipe.fallbacks)
+                return path, {**desc, "graph": recipe.graph.value, **(self._fusion if fused else {})}
             return path, onnx_quant.quantize_static(
                 source, path, self.cal, method=recipe.method, per_channel=recipe.per_channel,
                 fallbacks=recipe.fallbacks)
@@ -103,14 +101,16 @@ class _Search:
                 desc = {**desc, "warning": exc.message}
         return path, desc
 
-    def fused_source(self, plain: Path) -> tuple[Path, dict]:
-        """The fp32 reference with ONNX Runtime's fusions (made once per search)."""
+    def fused_source(self, plain: Path) -> Path:
+        """The fp32 reference with ONNX Runtime's fusions, made once per search (what fused is
+        kept in ``_fusion`` for the recipe rows)."""
         from .onnx_fuse import fuse_model_file
 
         path = plain.with_name(plain.stem + ".fused.onnx")
         if not path.exists():
-            self._fusion = fuse_model_file(self.model, plain, path, self.params)
-        return path, {k: v for k, v in self._fusion.items() if k in ("fused_ops", "rewrites")}
+            made = fuse_model_file(self.model, plain, path, self.params)
+            self._fusion = {k: made[k] for k in ("fused_ops", "rewrites")}
+        return path
 
     # -- measuring -----------------------------------------------------------------------
     def evaluate(self, recipe: Recipe, path: Path, trial: Trial) -> np.ndarray:
@@ -355,8 +355,8 @@ def run_quantize(config: QuantizeConfig, model_dir: str | Path, out_dir: str | P
                            "trials": rows}
                 (w.path / TRIALS_JSON).write_text(json.dumps(summary, indent=2) + "\n",
                                                   encoding="utf-8")
-                (w.path / TRIALS_MD).write_text(_markdown(search.trials, config, dev_ds,
-                                                          measured_on),
+                (w.path / TRIALS_MD).write_text(trials_markdown(search.trials, config, dev_ds,
+                                                                measured_on),
                                                 encoding="utf-8")
                 w.describe(TRIALS_JSON, kind="quantize trials")
                 w.describe(TRIALS_MD, kind="quantize trials (Markdown)")
@@ -382,17 +382,6 @@ def run_quantize(config: QuantizeConfig, model_dir: str | Path, out_dir: str | P
     return w.manifest
 
 
-def _markdown(trials: Sequence[Trial], config: QuantizeConfig, dev_ds,
-              measured_on: dict[str, Any]) -> str:
-    return (f"# int8 recipe search\n\nMeasured on {measured_on['cpu']} ({measured_on['isa']}; int8"
-            f" dot product: {'yes' if measured_on['int8_dot_product'] else 'no'}): the winner"
-            " is this CPU class's; rerun the search on another.\n\n"
-            f"Accuracy on {len(dev_ds)} dev rows ({dev_ds.path}); budget:"
-            f" {config.max_drop:g} point(s) below each backend's fp32 file. Latency: median of"
-            f" {config.latency_runs} batch-1 calls at sequence length {max(config.buckets)},"
-            f" {config.threads} thread(s).\n\n" + format_table(trials))
-
-
 __all__ = [
     "BACKENDS",
     "RECIPES",
@@ -402,6 +391,5 @@ __all__ = [
     "Recipe",
     "Trial",
     "TrialStatus",
-    "format_table",
     "run_quantize",
 ]

@@ -78,7 +78,8 @@ def quantize_command(ctx: click.Context, model_dir: Path, calibration: Path, dev
     """
     from ..config import cli_overrides, load_sections
     from ..errors import ConfigError
-    from .quantize import RECIPES, QuantizeConfig, QuantizeGateError, format_table, run_quantize
+    from .quantize import RECIPES, QuantizeConfig, QuantizeGateError, run_quantize
+    from .quantize_trials import format_table
 
     names = [n for r in recipes for n in csv_list(r)]
     if not search and len(names) != 1:

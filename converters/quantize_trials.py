@@ -82,6 +82,19 @@ def format_table(trials: Sequence[Trial]) -> str:
     return "\n".join(rows) + "\n" + ("\nNotes:\n" + "\n".join(notes) + "\n" if notes else "")
 
 
+def trials_markdown(trials: Sequence[Trial], config: Any, dev_ds: Any,
+                    measured_on: dict[str, Any]) -> str:
+    """trials.md: what was measured where (``config``: the search's QuantizeConfig), then the
+    table."""
+    return (f"# int8 recipe search\n\nMeasured on {measured_on['cpu']} ({measured_on['isa']}; int8"
+            f" dot product: {'yes' if measured_on['int8_dot_product'] else 'no'}): the winner"
+            " is this CPU class's; rerun the search on another.\n\n"
+            f"Accuracy on {len(dev_ds)} dev rows ({dev_ds.path}); budget:"
+            f" {config.max_drop:g} point(s) below each backend's fp32 file. Latency: median of"
+            f" {config.latency_runs} batch-1 calls at sequence length {max(config.buckets)},"
+            f" {config.threads} thread(s).\n\n" + format_table(trials))
+
+
 def first_line(exc: BaseException) -> str:
     msg = str(exc).strip().splitlines()
     text = msg[0] if msg else type(exc).__name__
@@ -99,4 +112,5 @@ class QuantizeGateError(AccuracyGateError):
         self.trials: list[Trial] = list(trials)
 
 
-__all__ = ["QuantizeGateError", "Trial", "TrialStatus", "first_line", "format_table"]
+__all__ = ["QuantizeGateError", "Trial", "TrialStatus", "first_line", "format_table",
+           "trials_markdown"]

@@ -16,6 +16,7 @@ would import the base and the dispatcher would import them all, for no reader's 
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,8 +37,6 @@ def spinning_allowed() -> bool:
     a 2-thread session of the default student's int8 file ran 2.73-2.93x slower with ONNX
     Runtime's default spinning and 1.53-1.56x with it off (19-27 % slower alone;
     benchmarks/neighbours.py, 2-core Xeon), and phones and boards always have neighbours."""
-    import os
-
     return os.environ.get("OMP_WAIT_POLICY", "").strip().upper() == "ACTIVE"
 
 
