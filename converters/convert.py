@@ -207,10 +207,11 @@ def _as_albert(model: Any, model_dir: Path, formats: tuple[Format, ...]) -> Any:
 
 
 def load_source(model_dir: Path, spec: ExportSpec, *, formats: tuple[Format, ...]):
-    """The classifier of ``model_dir`` checked for ``spec`` and ``formats``, with its tokenizer,
-    label names and parameter count (shared by ``run_convert`` and the quantize search)."""
+    """The classifier of ``model_dir`` checked for ``spec`` and ``formats``, its position table cut
+    to ``spec.max_length``, with its tokenizer, label names and parameter count (shared by
+    ``run_convert`` and the quantize search)."""
     from ..artifacts import verify
-    from ..modeling import label_names_of, load_classifier, parameter_count
+    from ..modeling import label_names_of, load_classifier, parameter_count, trim_positions
     from ..runtime.tokenizer import TextTokenizer
 
     model = load_classifier(model_dir)
@@ -222,6 +223,7 @@ def load_source(model_dir: Path, spec: ExportSpec, *, formats: tuple[Format, ...
         raise ConfigError(f"sequence length {spec.max_length} exceeds the model's"
                           f" max_position_embeddings ({max_pos})", key="--seq-len",
                           hint=f"use --seq-len {max_pos} or smaller buckets")
+    trim_positions(model, spec.max_length)  # rows past the longest input are never read
     if (model_dir / "manifest.json").is_file():
         verify(model_dir)
     tok = TextTokenizer.load(model_dir)
@@ -291,6 +293,7 @@ def run_convert(config: ConvertConfig, model_dir: str | Path, out_dir: str | Pat
                 parameters=params, labels=labels, model_type=cfg.model_type,
                 source_model_type=getattr(cfg, "source_model_type", cfg.model_type),
                 vocab_size=int(cfg.vocab_size),
+                max_position_embeddings=int(getattr(cfg, "max_position_embeddings", 0)) or None,
                 export_spec=spec.to_dict(), calibration=cal.describe() if cal else None,
                 parity_inputs={"source": parity_source, "n": int(sum(len(b["input_ids"])
                                                                      for b in batches)),

@@ -99,6 +99,37 @@ def parameter_count(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def trim_positions(model, length: int) -> int:
+    """Keep only the position embeddings a ``length``-token input reads; returns the rows dropped.
+
+    An exported file never sees more than its export spec's longest sequence (the runtime cuts
+    there), so the other rows are dead weight: 384 of the 512 in the default student at length
+    128, 0.59 MB in fp32 and 0.15 MB in int8. Position tables with a padding row (RoBERTa counts
+    positions from ``padding_idx + 1``) keep that offset. Models without a learned absolute
+    table are left as they are.
+    """
+    import torch
+
+    emb = getattr(getattr(model, "base_model", model), "embeddings", None)
+    table = getattr(emb, "position_embeddings", None)
+    if emb is None or not isinstance(table, torch.nn.Embedding):
+        return 0
+    keep = length + (table.padding_idx + 1 if table.padding_idx is not None else 0)
+    rows = table.num_embeddings
+    if rows <= keep:
+        return 0
+    new = torch.nn.Embedding(keep, table.embedding_dim, padding_idx=table.padding_idx)
+    new.weight.data = table.weight.data[:keep].clone()
+    new.weight.requires_grad_(table.weight.requires_grad)
+    emb.position_embeddings = new
+    for name in ("position_ids", "token_type_ids"):  # [1, rows] helper buffers
+        buf = getattr(emb, name, None)
+        if isinstance(buf, torch.Tensor) and buf.dim() == 2 and buf.shape[1] == rows:
+            emb.register_buffer(name, buf[:, :keep].clone(), persistent=False)
+    model.config.max_position_embeddings = keep
+    return rows - keep
+
+
 def _check_local(path: Path) -> None:
     if not path.is_dir():
         raise ModelError("model directory does not exist", where=path)

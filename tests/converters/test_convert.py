@@ -180,6 +180,45 @@ def test_tflite_signature_has_named_int32_inputs(converted):
             assert all(details[n]["dtype"] == np.int32 for n in INPUT_NAMES)
 
 
+def _const_shapes(path: Path) -> list[tuple[int, ...]]:
+    """Shapes of the constant tensors (weights) stored in an .onnx or .tflite file."""
+    if path.suffix == ".onnx":
+        import onnx
+
+        return [tuple(i.dims) for i in onnx.load(str(path)).graph.initializer]
+    from ai_edge_litert import schema_py_generated as schema
+
+    m = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(path.read_bytes(), 0))
+    return [tuple(int(d) for d in t.shape) for g in m.subgraphs for t in g.tensors
+            if m.buffers[t.buffer].data is not None and len(m.buffers[t.buffer].data)]
+
+
+def test_files_keep_only_the_position_rows_their_longest_input_reads(tiny_artifact, tiny_model):
+    """The tiny model has 128 positions; converted for buckets up to 32, every file stores a
+    32-row table (and the counted parameters drop by the rows cut), and still runs at width 32."""
+    from edge_albert.artifacts import load_manifest
+    from edge_albert.converters.parity import run_file
+
+    from edge_albert.modeling import load_classifier, parameter_count
+
+    source = load_classifier(tiny_model)
+    emb = source.config.embedding_size
+    assert source.config.max_position_embeddings == 128
+    m = load_manifest(tiny_artifact)
+    assert m.extra["max_position_embeddings"] == 32 == m.extra["export_spec"]["max_length"]
+    assert parameter_count(source) - m.extra["parameters"] == (128 - 32) * emb
+    feeds = _feeds(tiny_artifact, ["good lovely warm .", "bleak ."], 32)
+    for name in m.files:
+        path = tiny_artifact / name
+        if path.suffix in (".onnx", ".tflite"):
+            shapes = _const_shapes(path)
+            assert (128, emb) not in shapes, name
+            if "/" not in name:  # fixed-shape variants (fixed/) fold the table to their width
+                assert (32, emb) in shapes, name
+                (out,) = run_file(path, [feeds])
+                assert np.isfinite(out).all(), name
+
+
 def test_artifact_is_self_contained_and_verifies(converted):
     from edge_albert.runtime.tokenizer import TextTokenizer
 
