@@ -24,8 +24,8 @@ translator has to be talked out of:
 :func:`check_against_torch` compares this graph with the torch model before anything is converted.
 Ops sit under name scopes (``embeddings``, ``mask``, ``encoder/layer_3/attention``, ``layernorm``,
 ``gelu``, ``softmax``, ``pooler``, ``classifier``), so float fallbacks can be chosen by tensor name.
-The ``softmax`` scope holds the whole masked-score path (the 1/sqrt(d) scale, the additive mask
-and the softmax), not the softmax alone: in a full-integer file the tensor ``scores + mask`` spans
+The ``softmax`` scope holds the whole masked-score path (the additive mask and the softmax; the
+1/sqrt(d) scale is folded into the query weights), not the softmax alone: in a full-integer file the tensor ``scores + mask`` spans
 [-1e4, max score], so one int8 scale for it rounds every real score to the same value and the
 attention turns uniform (a trained tiny ALBERT fell from 99.7 % to 45 %). The softmax fallback
 keeps that path, and the ``mask`` ops that feed it, in float.
@@ -57,6 +57,20 @@ _ROW_SUFFIXES = (".LayerNorm.weight", ".LayerNorm.bias", ".full_layer_layer_norm
                  ".full_layer_layer_norm.bias", "embedding_hidden_mapping_in.bias")
 
 
+def _fold_score_scale(sd: dict[str, np.ndarray], head_dim: int) -> dict[str, np.ndarray]:
+    """The query weight and bias times 1/sqrt(head_dim), so the graph needs no ``scores * c``.
+
+    That multiply runs over every [batch, heads, seq, seq] score, in float (it sits on the
+    softmax fallback path): at batch 8 x 128 tokens it was the largest single elementwise op of
+    the default int8 file (perf on XNNPACK's kernels). Scaling q instead touches [tokens, hidden]
+    once and costs nothing at run time, since the factor is folded into the stored weight. In
+    int8 files the query weight's per-channel scales absorb the factor.
+    """
+    c = np.float32(1.0 / math.sqrt(head_dim))
+    return {k: v * c if k.endswith(("attention.query.weight", "attention.query.bias")) else v
+            for k, v in sd.items()}
+
+
 def _stored_as(key: str, value: np.ndarray) -> np.ndarray:
     """LayerNorm gamma/beta and the mapping_in bias as ``[1, n]`` rows, not ``[n]`` vectors.
 
@@ -86,7 +100,7 @@ def make_tf_albert(model, *, mask_value: float = ATTENTION_MASK_VALUE):
     if act not in _GELU and act != "relu":
         raise ConversionError(f"unsupported hidden_act {act!r} for TFLite (supported: "
                               f"{', '.join(sorted([*_GELU, 'relu']))})")
-    sd = _state(model)
+    sd = _fold_score_scale(_state(model), cfg.hidden_size // cfg.num_attention_heads)
 
     class TFAlbert(tf.Module):
         def __init__(self) -> None:
@@ -135,11 +149,11 @@ def make_tf_albert(model, *, mask_value: float = ATTENTION_MASK_VALUE):
                 q = heads(self.dense(x, prefix + "attention.query"))
                 k = heads(self.dense(x, prefix + "attention.key"))
                 v = heads(self.dense(x, prefix + "attention.value"))
-                scores = tf.matmul(q, k, transpose_b=True)
+                scores = tf.matmul(q, k, transpose_b=True)  # 1/sqrt(d) is in q's weights
                 with tf.name_scope("softmax"):
-                    # scale, mask and softmax share a scope, so the softmax fallback keeps the
-                    # whole masked-score path in float (see the module docstring)
-                    probs = tf.nn.softmax(scores * (1.0 / math.sqrt(d)) + bias, axis=-1)
+                    # mask and softmax share a scope, so the softmax fallback keeps the whole
+                    # masked-score path in float (see the module docstring)
+                    probs = tf.nn.softmax(scores + bias, axis=-1)
                 ctx = tf.reshape(tf.transpose(tf.matmul(probs, v), [0, 2, 1, 3]),
                                  [batch * seq, self.hidden])
                 attn = self.norm(x + self.dense(ctx, prefix + "attention.dense"),

@@ -11,7 +11,7 @@ full-integer int8, with TensorFlow's own converter and quantizer.
   allowed). Float fallbacks use TensorFlow's selective quantization
   (``tf.lite.experimental.QuantizationDebugger`` with ``denylisted_nodes``): the nodes of each
   fallback group are found in the calibrated model by op type and name scope. The
-  ``softmax`` group covers the whole masked-score path: the score scale, the additive padding
+  ``softmax`` group covers the whole masked-score path: the additive padding
   mask (-1e4) and the mask's own ops, besides the SOFTMAX. In int8, ``scores + mask`` gets one
   scale for [-1e4, max score] (~39 per step), every real score rounds to the same value and
   attention turns uniform: without this group a trained model's full-integer file drops to
