@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -203,6 +204,66 @@ def ort_profile(path: Path, feed: dict[str, np.ndarray], runs: int = 20) -> list
     total = sum(per.values()) or 1.0
     return [{"op_type": k, "ms_per_call": round(v, 4), "share": round(v / total, 4)}
             for k, v in sorted(per.items(), key=lambda kv: -kv[1])]
+
+
+#: what an XNNPACK/TFLite kernel computes, from its symbol (first match wins), for perf_profile
+KERNEL_KINDS = (
+    (r"q[sdu]8_.*gemm|qc8w_gemm_minmax_fp32|qs8_qc8w", "int8 GEMM (weight matmuls)"),
+    (r"f32_qc8w_gemm", "float x int8-weight GEMM (float-input matmuls)"),
+    (r"f32_(i)?gemm|sgemm", "float GEMM (attention Q.K^T and P.V, float fallback)"),
+    (r"packw|_pack_", "packing GEMM operands at run time"),
+    (r"raddstoreexpminusmax|rmax|softmax|reciprocal", "softmax"),
+    (r"qs8_f32_vcvt|f32_qs8_vcvt|qu8_f32_vcvt|f32_qu8_vcvt", "int8 <-> float conversion"),
+    (r"q[su]8_v|x8_lut", "int8 elementwise (residual add, lookup tables)"),
+    (r"f32_v|f32_rsum|f32_rdsum", "float elementwise (LayerNorm, mask add, GELU)"),
+    (r"mem(move|cpy|set)|transpose", "copies and transposes"),
+)
+
+
+def perf_profile(path: Path, feed: dict[str, np.ndarray], seconds: float = 6.0,
+                 ) -> list[dict[str, Any]]:
+    """Where a model file's time goes by kernel kind: Linux ``perf`` sampling the process that
+    runs it (1 thread, the project's runtime backend) on ``feed``; [] when perf cannot run.
+
+    TFLite has no per-op profiler in its Python API; sampling the instruction pointer names the
+    XNNPACK microkernel that ran (symbols ship in the wheel), even in assembly kernels a stack
+    unwinder (py-spy) cannot walk. Shares are of all samples, Python and loading included.
+    """
+    import re
+    import shutil
+    import subprocess
+
+    if shutil.which("perf") is None:
+        return []
+    with tempfile.TemporaryDirectory() as d:
+        np.savez(Path(d) / "feed.npz", **feed)
+        code = ("import sys, time, numpy as np\n"
+                "from edge_albert.runtime.backends import open_backend\n"
+                "b = open_backend(sys.argv[1], threads=1)\n"
+                "f = dict(np.load(sys.argv[2]))\n"
+                "b.run(f)\nt = time.time()\n"
+                "while time.time() - t < float(sys.argv[3]):\n    b.run(f)\n")
+        data = Path(d) / "perf.data"
+        rec = subprocess.run(["perf", "record", "-q", "-F", "999", "-o", str(data), "--",
+                              sys.executable, "-c", code, str(path), str(Path(d) / "feed.npz"),
+                              str(seconds)], capture_output=True, text=True)
+        if rec.returncode != 0 or not data.is_file():
+            return []
+        rep = subprocess.run(["perf", "report", "-i", str(data), "--sort", "symbol", "--stdio",
+                              "--percent-limit", "0.01"], capture_output=True, text=True)
+    kinds: dict[str, float] = {}
+    top: dict[str, list[str]] = {}
+    for line in rep.stdout.splitlines():
+        m = re.match(r"\s*([\d.]+)%\s+\[[.k]\]\s+(\S+)", line)
+        if not m:
+            continue
+        share, sym = float(m.group(1)) / 100, m.group(2)
+        kind = next((k for pat, k in KERNEL_KINDS if re.search(pat, sym)), "other (Python,"
+                    " interpreter, loading)")
+        kinds[kind] = kinds.get(kind, 0.0) + share
+        top.setdefault(kind, []).append(sym)
+    return [{"kind": k, "share": round(v, 4), "top_kernels": top[k][:2]}
+            for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])]
 
 
 def portable(obj: Any) -> Any:

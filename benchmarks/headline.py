@@ -22,8 +22,9 @@ this CPU, e.g. ``avx2``, ``avx512vnni``, ``amx``) with exactly these keys:
 
 "The default int8 file" is the fastest of ``run_convert``'s default int8 files (ONNX, .ort and
 TFLite, dynamic and static) at batch 1 x 64 tokens. The ``.md`` adds the per-shape times, the
-model-shape roofline, the commands, and where the int8 file's time goes (ONNX Runtime's
-profiler on the fastest int8 ONNX file: time per op type at batch 8 x 128).
+model-shape roofline, the commands, and where the int8 time goes at batch 8 x 128: Linux perf
+on the roofline's file by XNNPACK/ORT kernel kind (``_common.perf_profile``; TFLite's Python API
+has no op profiler), and ONNX Runtime's profiler on the fastest int8 ONNX file, per op type.
 """
 from __future__ import annotations
 
@@ -49,6 +50,7 @@ from _common import (
     interleaved,
     machine,
     ort_profile,
+    perf_profile,
     portable,
     quick_setup,
     stats_ms,
@@ -188,10 +190,19 @@ def run_peers(args: argparse.Namespace) -> dict[str, Any]:
         return json.loads(args.peers_json.read_text())
     out = REPO / "runs" / "bench" / "headline-peers"
     cmd = [sys.executable, str(Path(__file__).with_name("peers.py")), "--model",
-           str(args.student), "--out-dir", str(out), "--threads", "1"]
+           str(args.student), "--out-dir", str(out), "--threads", "1",
+           "--project-artifact", str(args.artifact)]
     print("peers: " + " ".join(cmd), file=sys.stderr)
     subprocess.run(cmd, check=True)
     return json.loads((out / "peers.json").read_text())
+
+
+def ours_in_peers(peers_result: dict[str, Any], art: Path, default_file: str) -> dict | None:
+    """The default int8 file's row in the peers run (passed as --project-artifact), so every
+    peer ratio is over the file this headline calls the default, timed in the same run."""
+    return next((r for r in peers_result.get("rows", []) if r.get("p50_ms")
+                 and str(r.get("file", "")).endswith(f"{art.name}/{default_file}")
+                 and r.get("source") != "run_convert"), None)
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -248,13 +259,16 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
         feed8 = feeds_at(TextTokenizer.load(art), texts, seq=128, batch=8, n_batches=1)[0]
         profile = ort_profile(art / onnx_int8, feed8) if onnx_int8 else []
+        kernels = perf_profile(art / b8["fastest_int8"], feed8, 2.0 if args.quick else 8.0)
         et = executorch_ratio(args.pte, art, default_file, texts[:64], budget)
         if args.quick:
             peers_result: dict[str, Any] = {"headline": {"run_convert_defaults": {"peers": {}}}}
         else:
             peers_result = run_peers(args)
     peer = peers_result["headline"]["run_convert_defaults"]
-    peer_ratios = {tool: v.get("speed_ratio") for tool, v in peer["peers"].items()}
+    ours = ours_in_peers(peers_result, art, default_file)
+    peer_ratios = {tool: round(v["best"]["p50_ms"] / ours["p50_ms"], 3)
+                   if v.get("best") and ours else None for tool, v in peer["peers"].items()}
     peer_ratios["executorch"] = et["ratio"]
     facts = cpu_facts()
     result = {
@@ -275,7 +289,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
                "roofline_file": b8["fastest_int8"], "peaks": peak_rows,
                "flops_b8x128": {k: v for k, v in flops.items() if k != "by_op"},
                "profile_file": onnx_int8, "ort_profile_b8x128": profile[:12],
-               "executorch": et, "peers_project_file": peer.get("project"),
+               "perf_profile_b8x128": kernels,
+               "executorch": et, "peers_default_file": ours,
                "peers_best": {t: v.get("best") for t, v in peer["peers"].items()},
                "wall_seconds": round(time.time() - t0, 1)}
     stem = f"headline-{facts['isa']}" + (".quick" if args.quick else "")
@@ -311,13 +326,14 @@ def markdown(r: dict, d: dict) -> str:
         lines.append(f"| {row['batch']} x {row['seq']} | {row['p50_ms']['teacher torch fp32']:.3f}"
                      f" | {f} | {row['p50_ms'][f]:.3f} | {row['speedup']:.2f} |")
     if d["peers_best"]:
-        proj = d["peers_project_file"] or {}
+        proj = d["peers_default_file"] or {}
         lines += ["", "Peers (`benchmarks/peers.py` on the same student, its own interleaved run:"
-                  " batch 1 x 64 tokens, 1 thread, every file through the same interpreters;"
-                  " each peer's best = its fastest file within 1 point of torch fp32, else its"
-                  " most accurate):", "",
+                  " batch 1 x 64 tokens, 1 thread, every file through the same interpreters,"
+                  " accuracy row by row; each peer's best = its fastest file within 1 point of"
+                  " torch fp32, else its most accurate; the ratios are over our default int8"
+                  " file as timed in that run):", "",
                   "| tool | best file | p50 ms | size MB | dev % |", "|---|---|---:|---:|---:|",
-                  f"| edge-albert (run_convert default) | {proj.get('short')} |"
+                  f"| edge-albert (default int8 file) | {proj.get('short')} |"
                   f" {proj.get('p50_ms', 0):.3f} | {proj.get('size_bytes', 0) / 1e6:.2f} |"
                   f" {proj.get('accuracy', 0):.2f} |"]
         lines += [f"| {t} | {b['recipe']} | {b['p50_ms']:.3f} | {b['size_bytes'] / 1e6:.2f} |"
@@ -327,8 +343,15 @@ def markdown(r: dict, d: dict) -> str:
             lines.append(f"| executorch (timed here, beside the default file at"
                          f" {et['ours_p50_ms']:.3f} ms) | {Path(et['file']).name} |"
                          f" {et['executorch_p50_ms']:.3f} | | |")
+    if d["perf_profile_b8x128"]:
+        lines += ["", f"Where the time goes: Linux perf sampling `{d['roofline_file']}` (the"
+                  " roofline's file) at batch 8 x 128, 1 thread, by kernel kind:", "",
+                  "| kind | share of samples | top kernels |", "|---|---:|---|"]
+        lines += [f"| {p['kind']} | {p['share']:.1%} | {', '.join(p['top_kernels'])} |"
+                  for p in d["perf_profile_b8x128"]]
     if d["ort_profile_b8x128"]:
-        lines += ["", f"Where the time goes: ONNX Runtime's profiler on `{d['profile_file']}`,"
+        lead = "" if d["perf_profile_b8x128"] else "Where the time goes: "
+        lines += ["", f"{lead}ONNX Runtime's profiler on `{d['profile_file']}`,"
                   " batch 8 x 128, 1 thread (time per op type, per call):", "",
                   "| op type | ms | share |", "|---|---:|---:|"]
         lines += [f"| {p['op_type']} | {p['ms_per_call']:.3f} | {p['share']:.1%} |"

@@ -148,6 +148,11 @@ def test_quick_headline_has_exactly_the_issue_keys(tmp_path, work):
     assert shapes == {(b, s) for b in (1, 8) for s in (32, 64, 128)}
     md = (tmp_path / f"headline-{cpu_facts()['isa']}.quick.md").read_text()
     assert "| roofline_fraction_int8 |" in md and "Where the time goes" in md
+    kernels = out["details"]["perf_profile_b8x128"]  # [] where perf is absent or not allowed
+    if kernels:
+        assert 0.9 <= sum(k["share"] for k in kernels) <= 1.02  # perf rounds each line
+        assert any("GEMM" in k["kind"] for k in kernels[:4]) and all(k["top_kernels"]
+                                                                     for k in kernels)
 
 
 @pytest.mark.slow

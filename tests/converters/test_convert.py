@@ -196,9 +196,9 @@ def _const_shapes(path: Path) -> list[tuple[int, ...]]:
 def test_files_keep_only_the_position_rows_their_longest_input_reads(tiny_artifact, tiny_model):
     """The tiny model has 128 positions; converted for buckets up to 32, every file stores a
     32-row table (and the counted parameters drop by the rows cut), and still runs at width 32."""
-    from edge_albert.artifacts import load_manifest
     from edge_albert.converters.parity import run_file
 
+    from edge_albert.artifacts import load_manifest
     from edge_albert.modeling import load_classifier, parameter_count
 
     source = load_classifier(tiny_model)
