@@ -47,6 +47,11 @@ from ..cli_common import CONTEXT, native_logs_muted
 @click.option("--onnx-graph", default=None, type=click.Choice(["plain", "fused"]),
               help="fused: write ONNX Runtime's transformer fusions (Attention, SkipLayerNorm,"
                    " BiasGelu) into the fp32 and int8-dynamic .onnx/.ort files (plain).")
+@click.option("--target", default=None,
+              type=click.Choice(["portable", "x86-vnni", "x86-avx2", "arm64", "host"]),
+              help="CPUs the int8 ONNX/.ort files are for: portable (default) and x86-avx2 use"
+                   " 7-bit weights, which ONNX Runtime's non-VNNI x86 kernels cannot saturate;"
+                   " x86-vnni and arm64 use 8; host: this machine's class.")
 @click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
               help="TOML file with a [convert] table.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
@@ -58,7 +63,8 @@ def convert_command(ctx: click.Context, model_dir: Path, out: Path, formats: str
                     precisions: str | None, calibration: Path | None, seq_len: int | None,
                     buckets: str | None, calibration_size: int | None,
                     calibration_method: str | None, fallbacks: str | None,
-                    onnx_graph: str | None, config_file: Path | None, overrides: tuple[str, ...], force: bool,
+                    onnx_graph: str | None, target: str | None, config_file: Path | None,
+                    overrides: tuple[str, ...], force: bool,
                     quiet: bool) -> None:
     """Convert a classifier into ONNX, ORT and TFLite files (fp32, fp16, int8), checked against torch.
 
@@ -76,6 +82,8 @@ def convert_command(ctx: click.Context, model_dir: Path, out: Path, formats: str
           --precisions fp32,fp16,int8-dynamic --seq-len 64
       edge-albert convert --model student/ --out fused/ --formats onnx,ort \\
           --precisions fp32,int8-dynamic --onnx-graph fused
+      edge-albert convert --model student/ --out vnni/ --formats onnx \\
+          --precisions int8-dynamic --target x86-vnni
       edge-albert convert --model student/ --out e2e/ --formats onnx,onnx-e2e \\
           --precisions int8-dynamic --calibration train.tsv
       edge-albert convert --model student/ --out et/ --formats pte \\
@@ -95,7 +103,7 @@ def convert_command(ctx: click.Context, model_dir: Path, out: Path, formats: str
         "convert", formats=formats, precisions=precisions,
         buckets=f"[{seq_len}]" if seq_len is not None else buckets,
         calibration_size=calibration_size, calibration_method=calibration_method,
-        fallbacks=fallbacks, onnx_graph=onnx_graph)
+        fallbacks=fallbacks, onnx_graph=onnx_graph, target=target)
     config = load_sections({"convert": ConvertConfig}, config_file, sets)["convert"]
     verbose = bool(ctx.find_root().obj and ctx.find_root().obj.get("verbose"))
     with native_logs_muted(not verbose):

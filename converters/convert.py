@@ -26,6 +26,7 @@ from .spec import (
     OPSET,
     SUPPORTED,
     CalibrationMethod,
+    CpuTarget,
     ExportSpec,
     Fallback,
     Format,
@@ -33,6 +34,7 @@ from .spec import (
     OnnxGraph,
     Precision,
     check_supported,
+    target_of_isa,
 )
 
 LABELS_FILE = "labels.txt"
@@ -68,6 +70,8 @@ class ConvertConfig:
     op output tensor names. ``per_channel`` applies to both ONNX recipes (TFLite full-integer is
     per-channel by TensorFlow's default). ``ort_target`` is the platform the .ort files are
     optimised for ("arm" keeps int8 QDQ fusions meant for ARM; they run everywhere).
+    ``target`` picks 7- or 8-bit ONNX int8 weights for the CPUs the files will run on
+    (:class:`~.spec.CpuTarget`; ``host`` is resolved when the files are written).
     ``onnx_graph`` ``fused`` writes ONNX Runtime's transformer fusions into the fp32 and
     int8-dynamic .onnx/.ort files (int8-static stays plain: the QDQ quantizer has no Attention).
     """
@@ -89,6 +93,7 @@ class ConvertConfig:
     parity_examples: int = 256
     ort_target: str = "arm"
     onnx_graph: OnnxGraph = OnnxGraph.PLAIN
+    target: CpuTarget = CpuTarget.PORTABLE
     # ONNX precisions that also get fixed-shape copies (batch 1 x each bucket) under fixed/:
     # NNAPI, XNNPACK and CoreML want static shapes
     fixed_shapes: tuple[Precision, ...] = (Precision.FP32, Precision.INT8_STATIC)
@@ -109,6 +114,11 @@ class ConvertConfig:
         except ValueError:
             raise ConfigError(f"expected 'plain' or 'fused', got {self.onnx_graph!r}",
                               key="convert.onnx_graph") from None
+        try:
+            set_(self, "target", CpuTarget(self.target))
+        except ValueError:
+            raise ConfigError(f"expected one of {', '.join(t.value for t in CpuTarget)}, got"
+                              f" {self.target!r}", key="convert.target") from None
         set_(self, "activation_type", IntType(self.activation_type))
         set_(self, "weight_type", IntType(self.weight_type))
         set_(self, "buckets", tuple(sorted({int(b) for b in self.buckets})))
@@ -155,6 +165,14 @@ class ConvertConfig:
                 skipped[fmt.value] = (f"{module} is not installed (pip install"
                                       f" 'edge-albert[{extra}]')")
         return dataclasses.replace(self, formats=self.formats + tuple(added)), skipped
+
+    def resolved_target(self) -> CpuTarget:
+        """``target`` with ``host`` replaced by this CPU's class."""
+        if self.target is not CpuTarget.HOST:
+            return self.target
+        from ..runtime.cpu import cpu_facts
+
+        return target_of_isa(cpu_facts()["isa"])
 
     @property
     def spec(self) -> ExportSpec:

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import ConfigError, ConversionError
 from .calibration import CalibrationSet
-from .spec import ExportSpec, Format, OnnxGraph, Precision, model_filename
+from .spec import SEVEN_BIT_TARGETS, ExportSpec, Format, OnnxGraph, Precision, model_filename
 
 
 @dataclasses.dataclass(frozen=True)
@@ -255,6 +255,8 @@ class Converter:
         from .ort_mobile import CONFIG_NAME, convert_to_ort
 
         c = self.config
+        target = c.resolved_target()
+        seven = target in SEVEN_BIT_TARGETS  # 7-bit int8 weights (CpuTarget says why)
         fp32 = scratch / model_filename(Format.ONNX, Precision.FP32)
         (scratch / "src").mkdir()  # sources stay out of the .ort conversion below
         plain = scratch / "src" / "plain.onnx"
@@ -275,16 +277,16 @@ class Converter:
             if p is Precision.INT8_DYNAMIC:
                 recipes[p] = self.steps.run(f"onnx {p.value}", functools.partial(
                     quantize_dynamic, fp32, dst, per_channel=c.per_channel,
-                    fallbacks=c.fallbacks, nodes=c.fallback_nodes))
-                recipes[p]["graph"] = recipes[Precision.FP32]["graph"]
+                    fallbacks=c.fallbacks, nodes=c.fallback_nodes, reduce_range=seven))
+                recipes[p].update(graph=recipes[Precision.FP32]["graph"], target=target.value)
             elif p is Precision.INT8_STATIC:
                 assert self.cal is not None
                 recipes[p] = self.steps.run(f"onnx {p.value}", functools.partial(
                     quantize_static, plain, dst, self.cal, method=c.calibration_method,
                     per_channel=c.per_channel, activation_type=c.activation_type.value,
                     weight_type=c.weight_type.value, fallbacks=c.fallbacks,
-                    nodes=c.fallback_nodes))
-                recipes[p]["graph"] = OnnxGraph.PLAIN.value
+                    nodes=c.fallback_nodes, reduce_range=seven))
+                recipes[p].update(graph=OnnxGraph.PLAIN.value, target=target.value)
                 if c.onnx_graph is OnnxGraph.FUSED:
                     recipes[p]["graph_why"] = ("ONNX Runtime's QDQ quantizer has no Attention:"
                                                " int8-static is made from the plain graph")

@@ -108,8 +108,10 @@ def _quiet_ort():
 
 
 def quantize_dynamic(src: str | Path, dst: str | Path, *, per_channel: bool = False,
-                     fallbacks: Iterable[Fallback | str] = (), nodes: Sequence[str] = ()) -> dict:
-    """int8 weights, activations quantized at run time (``MatMulInteger`` / ``DynamicQuantize*``)."""
+                     fallbacks: Iterable[Fallback | str] = (), nodes: Sequence[str] = (),
+                     reduce_range: bool = False) -> dict:
+    """int8 weights, activations quantized at run time (``MatMulInteger`` / ``DynamicQuantize*``).
+    ``reduce_range``: 7-bit weights (see :data:`~.spec.SEVEN_BIT_TARGETS`)."""
     import onnx
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization import quantize_dynamic as ort_dynamic
@@ -132,14 +134,15 @@ def quantize_dynamic(src: str | Path, dst: str | Path, *, per_channel: bool = Fa
         try:
             with _quiet_ort():
                 ort_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel,
-                            op_types_to_quantize=ops, nodes_to_exclude=exclude,
-                            extra_options=extra)
+                            reduce_range=reduce_range, op_types_to_quantize=ops,
+                            nodes_to_exclude=exclude, extra_options=extra)
         except Exception as exc:
             raise ConversionError(f"onnxruntime quantize_dynamic failed: {str(exc).splitlines()[0]}",
                                   where=src) from exc
     _tidy_saved(Path(dst))
     return {"recipe": "onnxruntime.quantize_dynamic", "weight_type": "int8",
-            "per_channel": per_channel, "op_types": ops, "float_nodes": exclude}
+            "weight_bits": 7 if reduce_range else 8, "per_channel": per_channel, "op_types": ops,
+            "float_nodes": exclude}
 
 
 _METHODS = {CalibrationMethod.MINMAX: "MinMax", CalibrationMethod.ENTROPY: "Entropy",
@@ -150,8 +153,9 @@ def quantize_static(src: str | Path, dst: str | Path, calibration: CalibrationSe
                     method: CalibrationMethod | str = CalibrationMethod.MINMAX,
                     per_channel: bool = True, activation_type: str = "uint8",
                     weight_type: str = "int8", fallbacks: Iterable[Fallback | str] = (),
-                    nodes: Sequence[str] = ()) -> dict:
-    """QDQ int8: calibrated activations (u8 by default) and int8 weights (s8 by default)."""
+                    nodes: Sequence[str] = (), reduce_range: bool = False) -> dict:
+    """QDQ int8: calibrated activations (u8 by default) and int8 weights (s8 by default).
+    ``reduce_range``: 7-bit weights (see :data:`~.spec.SEVEN_BIT_TARGETS`)."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod as OrtMethod
     from onnxruntime.quantization import QuantFormat, QuantType
@@ -174,7 +178,8 @@ def quantize_static(src: str | Path, dst: str | Path, calibration: CalibrationSe
             with _quiet_ort():
                 ort_static(str(pre), str(dst), calibration.data_reader(),
                            quant_format=QuantFormat.QDQ, op_types_to_quantize=ops,
-                           per_channel=per_channel, activation_type=qtypes[activation_type],
+                           per_channel=per_channel, reduce_range=reduce_range,
+                           activation_type=qtypes[activation_type],
                            weight_type=qtypes[weight_type],
                            calibrate_method=getattr(OrtMethod, _METHODS[method]),
                            nodes_to_exclude=exclude, extra_options=extra,
@@ -186,6 +191,6 @@ def quantize_static(src: str | Path, dst: str | Path, calibration: CalibrationSe
     return {"recipe": "onnxruntime.quantize_static (QDQ)", "calibration": method.value,
             "calibration_examples": len(calibration),
             "calibration_widths": sorted(int(w) for w in calibration.lengths),
-            "activation_type": activation_type,
-            "weight_type": weight_type, "per_channel": per_channel, "op_types": ops,
+            "activation_type": activation_type, "weight_type": weight_type,
+            "weight_bits": 7 if reduce_range else 8, "per_channel": per_channel, "op_types": ops,
             "float_nodes": exclude}

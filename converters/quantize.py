@@ -40,7 +40,7 @@ from ..errors import ConversionError, DataError
 from ..runtime.cpu import cpu_facts
 from .quantize_recipes import BACKENDS, RECIPES, REFERENCES, QuantizeConfig, Recipe
 from .quantize_trials import QuantizeGateError, Trial, TrialStatus, first_line, trials_markdown
-from .spec import Format, OnnxGraph, Precision, model_filename
+from .spec import SEVEN_BIT_TARGETS, Format, OnnxGraph, Precision, model_filename, target_of_isa
 
 TRIALS_JSON = "trials.json"
 TRIALS_MD = "trials.md"
@@ -63,6 +63,8 @@ class _Search:
         self.kept: dict[Format, Trial] = {}
         self.tf_diff: float | None = None
         self._fusion: dict = {}
+        # ONNX weights for the CPU the search measures on (7-bit where 8 saturate: CpuTarget)
+        self.seven_bit = target_of_isa(cpu_facts()["isa"]) in SEVEN_BIT_TARGETS
         width = max(self.spec.buckets)
         first = dev_inputs[0]
         a, b = (first if isinstance(first, tuple) else (first, None))
@@ -83,11 +85,12 @@ class _Search:
                 fused = recipe.graph is OnnxGraph.FUSED
                 desc = onnx_quant.quantize_dynamic(
                     self.fused_source(source) if fused else source, path,
-                    per_channel=recipe.per_channel, fallbacks=recipe.fallbacks)
+                    per_channel=recipe.per_channel, fallbacks=recipe.fallbacks,
+                    reduce_range=self.seven_bit)
                 return path, {**desc, "graph": recipe.graph.value, **(self._fusion if fused else {})}
             return path, onnx_quant.quantize_static(
                 source, path, self.cal, method=recipe.method, per_channel=recipe.per_channel,
-                fallbacks=recipe.fallbacks)
+                fallbacks=recipe.fallbacks, reduce_range=self.seven_bit)
         data, desc = tflite_convert.convert_tflite(
             source, recipe.precision, calibration=self.cal if recipe.needs_calibration else None,
             fallbacks=recipe.fallbacks)

@@ -71,6 +71,40 @@ class OnnxGraph(str, enum.Enum):
     FUSED = "fused"
 
 
+class CpuTarget(str, enum.Enum):
+    """The CPUs an artifact's int8 ONNX/.ort files are quantized for (``convert --target``).
+
+    ONNX Runtime's x86 int8 kernels without VNNI (AVX2, AVX-512 without VNNI) multiply u8
+    activations by s8 weights with ``vpmaddubsw``, which saturates the int16 sum of two products
+    when weights use all 8 bits. The same file then answers differently there: under qemu as an
+    AVX2-only EPYC-Rome, the SST-2 student's 8-bit int8-static ``.onnx`` agreed with this VNNI
+    Xeon on 97.7 % of dev rows (int8-dynamic: 100 %, logits off by up to 0.38). 7-bit weights
+    (ONNX Runtime's ``reduce_range``) cannot saturate. TFLite files are the same on every target
+    (XNNPACK widens to int16 before multiplying).
+
+    ``portable`` (default: a converted file may be copied anywhere) and ``x86-avx2``: 7-bit;
+    ``x86-vnni`` (AVX-512 VNNI, AVX-VNNI, AMX) and ``arm64`` (NEON widens, no saturation): 8-bit.
+    ``host``: the class of the CPU ``convert`` runs on (:func:`target_of_isa`).
+    """
+
+    PORTABLE = "portable"
+    X86_VNNI = "x86-vnni"
+    X86_AVX2 = "x86-avx2"
+    ARM64 = "arm64"
+    HOST = "host"
+
+
+#: targets whose int8 ONNX weights use 7 bits (see :class:`CpuTarget`)
+SEVEN_BIT_TARGETS = frozenset({CpuTarget.PORTABLE, CpuTarget.X86_AVX2})
+
+
+def target_of_isa(isa: str) -> CpuTarget:
+    """The target for a :func:`edge_albert.runtime.cpu.isa_class` name."""
+    if isa.startswith("arm64"):
+        return CpuTarget.ARM64
+    return CpuTarget.X86_VNNI if isa in ("amx", "avx512vnni", "avxvnni") else CpuTarget.X86_AVX2
+
+
 class Fallback(str, enum.Enum):
     """Named parts of the model an int8 recipe can keep in float.
 

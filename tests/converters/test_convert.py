@@ -452,3 +452,34 @@ def test_fixed_shape_onnx_variants_per_bucket(converted, tokenizer_dir):
     clf = Classifier.load(m.path / "fixed" / "model.fp32.b1x32.onnx")
     assert clf.backend.fixed_batch == 1 and clf.max_length == 32
     np.testing.assert_allclose(clf.logits(texts, batch_size=8), ref, atol=1e-4)
+
+
+def _int8_weight_peak(path: Path) -> int:
+    """Largest |value| among the int8 weight initializers of an .onnx file."""
+    import onnx
+    from onnx import numpy_helper
+
+    peaks = [int(np.abs(numpy_helper.to_array(i).astype(np.int32)).max())
+             for i in onnx.load(str(path)).graph.initializer
+             if i.data_type == onnx.TensorProto.INT8 and int(np.prod(i.dims)) >= 64]
+    assert peaks, path
+    return max(peaks)
+
+
+def test_int8_onnx_weights_use_7_bits_unless_the_target_multiplies_8_safely(converted, workdir,
+                                                                             tiny_model, task_tsv):
+    """portable (the default): 7-bit weights (ONNX Runtime's non-VNNI x86 kernels saturate on 8);
+    x86-vnni: all 8 bits. Read from the files' own int8 initializers."""
+    from edge_albert.converters.convert import ConvertConfig, run_convert
+
+    for name in ("model.int8-dynamic.onnx", "model.int8-static.onnx"):
+        assert converted.files[name]["recipe"]["target"] == "portable"
+        assert converted.files[name]["recipe"]["weight_bits"] == 7
+        assert _int8_weight_peak(converted.path / name) <= 64, name
+    m = run_convert(ConvertConfig(formats=("onnx",), precisions=("int8-dynamic", "int8-static"),
+                                  target="x86-vnni", fixed_shapes=(), parity_examples=32),
+                    tiny_model, workdir / "vnni", calibration=task_tsv, progress=False)
+    for name in ("model.int8-dynamic.onnx", "model.int8-static.onnx"):
+        assert m.files[name]["recipe"]["weight_bits"] == 8
+        assert _int8_weight_peak(m.path / name) == 127, name
+        assert m.files[name]["parity"]["agreement"] >= 0.9

@@ -102,3 +102,19 @@ def test_calibration_on_real_single_and_pair_tasks(tokenizer_dir):
     mrpc = build_calibration(read_dataset(SHARED_DATA / "mrpc" / "dev.tsv"), tok,
                              spec=ExportSpec(), size=50)
     assert all((f["token_type_ids"] == 1).any() for f in mrpc)  # pairs keep segment ids
+
+
+def test_cpu_targets_map_isa_classes_and_refuse_unknown_names():
+    from edge_albert.converters.convert import ConvertConfig
+    from edge_albert.converters.spec import SEVEN_BIT_TARGETS, CpuTarget, target_of_isa
+    from edge_albert.errors import ConfigError
+    from edge_albert.runtime.cpu import cpu_facts
+
+    assert [target_of_isa(i).value for i in ("amx", "avx512vnni", "avxvnni", "avx512", "avx2",
+                                             "x86", "arm64", "arm64-dotprod", "arm64-i8mm")] == [
+        "x86-vnni"] * 3 + ["x86-avx2"] * 3 + ["arm64"] * 3
+    assert SEVEN_BIT_TARGETS == {CpuTarget.PORTABLE, CpuTarget.X86_AVX2}
+    assert ConvertConfig().target is CpuTarget.PORTABLE
+    assert ConvertConfig(target="host").resolved_target() is target_of_isa(cpu_facts()["isa"])
+    with pytest.raises(ConfigError, match="convert.target: expected one of portable"):
+        ConvertConfig(target="x86")
