@@ -246,7 +246,10 @@ def perf_profile(path: Path, feed: dict[str, np.ndarray], seconds: float = 6.0,
         data = Path(d) / "perf.data"
         rec = subprocess.run(["perf", "record", "-q", "-F", "999", "-o", str(data), "--",
                               sys.executable, "-c", code, str(path), str(Path(d) / "feed.npz"),
-                              str(seconds)], capture_output=True, text=True)
+                              str(seconds)], capture_output=True, text=True,
+                             # numpy's OpenBLAS worker threads would be sampled too
+                             env=dict(os.environ, OPENBLAS_NUM_THREADS="1",
+                                      OMP_NUM_THREADS="1"))
         if rec.returncode != 0 or not data.is_file():
             return []
         rep = subprocess.run(["perf", "report", "-i", str(data), "--sort", "symbol", "--stdio",

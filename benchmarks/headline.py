@@ -14,8 +14,9 @@ this CPU, e.g. ``avx2``, ``avx512vnni``, ``amx``) with exactly these keys:
 * ``accuracy_drop_pts``: teacher dev accuracy minus the default int8 file's, in points;
 * ``peer_ratios``: per peer tool, its best file's p50 over our default int8 file's p50 at batch
   1 x 64 tokens, 1 thread (above 1: we are faster): Optimum, litert-torch and torch.ao from
-  ``benchmarks/peers.py`` run on the same student (its own interleaved run), ExecuTorch (the
-  ``.pte`` XNNPACK int8 file) timed here beside our file;
+  ``benchmarks/peers.py`` run on the same student (its own interleaved run, with this
+  headline's artifact passed as ``--project-artifact`` so our default file is timed there too),
+  ExecuTorch (the ``.pte`` XNNPACK int8 file) timed here beside our file;
 * ``roofline_fraction_int8``: the fastest default int8 file at batch 8 x 128 tokens, 1 thread:
   (weight-GEMM ops / this CPU's int8 GEMM peak + other ops / its fp32 peak) / measured median
   (peaks measured here as in ``benchmarks/roofline.py``, large square shapes).

@@ -107,14 +107,15 @@ def test_calibration_on_real_single_and_pair_tasks(tokenizer_dir):
 def test_cpu_targets_map_isa_classes_and_refuse_unknown_names():
     from edge_albert.converters.convert import ConvertConfig
     from edge_albert.converters.spec import SEVEN_BIT_TARGETS, CpuTarget, target_of_isa
-    from edge_albert.errors import ConfigError
     from edge_albert.runtime.cpu import cpu_facts
+
+    from edge_albert.errors import ConfigError
 
     assert [target_of_isa(i).value for i in ("amx", "avx512vnni", "avxvnni", "avx512", "avx2",
                                              "x86", "arm64", "arm64-dotprod", "arm64-i8mm")] == [
         "x86-vnni"] * 3 + ["x86-avx2"] * 3 + ["arm64"] * 3
-    assert SEVEN_BIT_TARGETS == {CpuTarget.PORTABLE, CpuTarget.X86_AVX2}
+    assert {CpuTarget.PORTABLE, CpuTarget.X86_AVX2} == SEVEN_BIT_TARGETS
     assert ConvertConfig().target is CpuTarget.PORTABLE
     assert ConvertConfig(target="host").resolved_target() is target_of_isa(cpu_facts()["isa"])
-    with pytest.raises(ConfigError, match="convert.target: expected one of portable"):
+    with pytest.raises(ConfigError, match=r"convert\.target: expected one of portable"):
         ConvertConfig(target="x86")

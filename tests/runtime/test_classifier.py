@@ -158,3 +158,24 @@ def test_onnxruntime_threads_wait_passively_unless_told(tiny_artifact, monkeypat
     be = open_backend(tiny_artifact / "model.int8-dynamic.onnx", threads=2)
     opts = be.session.get_session_options()
     assert opts.get_session_config_entry("session.intra_op.allow_spinning") == spins
+
+
+def test_tflite_sizes_its_tensors_once_per_shape_and_answers_as_the_signature_runner(
+        tiny_artifact):
+    """The backend skips the runner's per-call resize and re-allocation when shapes repeat:
+    shapes that change back and forth (batch and width) give the public runner's logits."""
+    from edge_albert.runtime.backends import open_backend
+    from edge_albert.runtime.tokenizer import TextTokenizer
+
+    tok = TextTokenizer.load(tiny_artifact)
+    for name in ("model.fp32.tflite", "model.int8-dynamic.tflite"):
+        be = open_backend(tiny_artifact / name, threads=1)
+        assert be._out_index is not None  # the fast path is the one this interpreter takes
+        for texts, width in ((TEXTS[:1], 16), (TEXTS, 32), (TEXTS, 32), (TEXTS[:1], 16),
+                             (TEXTS[:2], 32)):
+            feeds = tok.encode(texts, pad_to=width).as_dict()
+            got = be.run(feeds)
+            f = {n: np.asarray(feeds[n], dtype=np.int32) for n in be.input_names}
+            want = be.runner(**f)[be._out]
+            assert got.shape == (len(texts), 2) and np.array_equal(got, want), (name, width)
+            assert be._shapes == {n: (len(texts), width) for n in be.input_names}
