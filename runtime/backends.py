@@ -282,7 +282,7 @@ class TFLiteBackend(Backend):
         r = self.runner
         w = getattr(r, "_interpreter_wrapper", None)
         if w is None or self._out_index is None or not hasattr(r, "_subgraph_index"):
-            return r(**f)[self._out]
+            return np.asarray(r(**f)[self._out])
         sg = r._subgraph_index
         shapes = {n: v.shape for n, v in f.items()}
         if shapes != self._shapes:
@@ -294,7 +294,7 @@ class TFLiteBackend(Backend):
         for n, v in f.items():
             w.SetTensor(r._inputs[n], v, sg)
         w.Invoke(sg)
-        return w.GetTensor(self._out_index, sg)
+        return np.asarray(w.GetTensor(self._out_index, sg))
 
     def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         missing = [n for n in self.input_names if n not in feeds]
