@@ -34,7 +34,7 @@ from .spec import (
     OnnxGraph,
     Precision,
     check_supported,
-    target_of_isa,
+    host_target,
 )
 
 LABELS_FILE = "labels.txt"
@@ -168,11 +168,7 @@ class ConvertConfig:
 
     def resolved_target(self) -> CpuTarget:
         """``target`` with ``host`` replaced by this CPU's class."""
-        if self.target is not CpuTarget.HOST:
-            return self.target
-        from ..runtime.cpu import cpu_facts
-
-        return target_of_isa(cpu_facts()["isa"])
+        return host_target() if self.target is CpuTarget.HOST else self.target
 
     @property
     def spec(self) -> ExportSpec:

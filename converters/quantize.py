@@ -40,7 +40,7 @@ from ..errors import ConversionError, DataError
 from ..runtime.cpu import cpu_facts
 from .quantize_recipes import BACKENDS, RECIPES, REFERENCES, QuantizeConfig, Recipe
 from .quantize_trials import QuantizeGateError, Trial, TrialStatus, first_line, trials_markdown
-from .spec import SEVEN_BIT_TARGETS, Format, OnnxGraph, Precision, model_filename, target_of_isa
+from .spec import SEVEN_BIT_TARGETS, Format, OnnxGraph, Precision, host_target, model_filename
 
 TRIALS_JSON = "trials.json"
 TRIALS_MD = "trials.md"
@@ -64,7 +64,7 @@ class _Search:
         self.tf_diff: float | None = None
         self._fusion: dict = {}
         # ONNX weights for the CPU the search measures on (7-bit where 8 saturate: CpuTarget)
-        self.seven_bit = target_of_isa(cpu_facts()["isa"]) in SEVEN_BIT_TARGETS
+        self.seven_bit = host_target() in SEVEN_BIT_TARGETS
         width = max(self.spec.buckets)
         first = dev_inputs[0]
         a, b = (first if isinstance(first, tuple) else (first, None))

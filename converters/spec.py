@@ -106,6 +106,13 @@ def target_of_isa(isa: str) -> CpuTarget:
     return CpuTarget.X86_VNNI if isa in ("amx", "avx512vnni", "avxvnni") else CpuTarget.X86_AVX2
 
 
+def host_target() -> CpuTarget:
+    """The target of the CPU this runs on (what ``host`` means)."""
+    from ..runtime.cpu import cpu_facts
+
+    return target_of_isa(cpu_facts()["isa"])
+
+
 class Fallback(str, enum.Enum):
     """Named parts of the model an int8 recipe can keep in float.
 
