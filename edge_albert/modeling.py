@@ -74,7 +74,7 @@ def albert_config(
         vocab_size=vocab_size, embedding_size=shape.embedding_size, hidden_size=shape.hidden_size,
         num_hidden_layers=shape.num_hidden_layers, num_attention_heads=shape.num_attention_heads,
         intermediate_size=shape.intermediate_size, num_hidden_groups=shape.num_hidden_groups,
-        max_position_embeddings=shape.max_position_embeddings, hidden_act="gelu_new",
+        max_position_embeddings=shape.max_position_embeddings, hidden_act="gelu_pytorch_tanh",
         hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, classifier_dropout_prob=0.1,
         num_labels=len(names), id2label=dict(enumerate(names)),
         label2id={n: i for i, n in enumerate(names)}, pad_token_id=0,

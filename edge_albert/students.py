@@ -68,7 +68,7 @@ def student_config(spec: str, *, vocab_size: int, label_names: Sequence[str], ma
     raw.update(vocab_size=vocab_size, num_labels=len(names), id2label=dict(enumerate(names)),
                label2id={n: i for i, n in enumerate(names)})
     raw.setdefault("max_position_embeddings", max_positions)
-    raw.setdefault("hidden_act", "gelu_new")
+    raw.setdefault("hidden_act", "gelu_pytorch_tanh")
     try:
         return AlbertConfig(**{k: v for k, v in raw.items() if k not in ("architectures", "model_type")})
     except (TypeError, ValueError) as exc:
