@@ -295,7 +295,7 @@ def _file_entry(a: _Artifact, file: str, name: str, clf: Any, res: dict[str, Any
         "seq_len": clf.max_length, "buckets": list(clf.buckets),
         **res, "accuracy_drop_pts": round((ref_acc - res["accuracy"]) * 100, 4),
         **{k: start[k] for k in ("load_ms", "first_inference_ms", "cold_start_ms",
-                                 "rss_before_load_mb", "peak_rss_mb")}}
+                                 "rss_before_load_mb", "peak_rss_mb", "heavy_modules")}}
 
 
 def _check_pairing(arts: list[_Artifact], ref: Reference) -> list[str]:

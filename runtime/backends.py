@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -381,6 +382,22 @@ def _close_open_tasks() -> None:
     _OPEN_TASKS.clear()
 
 
+@contextlib.contextmanager
+def _without_tensorflow():
+    """Hide TensorFlow while MediaPipe Tasks imports: its ``optional_dependencies`` imports it
+    (about 4 s) only for a documentation decorator and falls back when it is missing. A phone or
+    a Pi has no TensorFlow, so a cold start measured on a host that has it is then the device's."""
+    if "tensorflow" in sys.modules:  # already paid for (e.g. convert ran in this process)
+        yield
+        return
+    sys.modules["tensorflow"] = None  # type: ignore[assignment]  # import -> ModuleNotFoundError
+    try:
+        yield
+    finally:
+        if sys.modules.get("tensorflow", False) is None:
+            del sys.modules["tensorflow"]
+
+
 def _keep_until_closed(task: Any) -> None:
     if not _OPEN_TASKS:
         # before the interpreter joins threads: MediaPipe's dispatcher refuses work after that
@@ -404,8 +421,9 @@ class MediaPipeBackend(Backend):
         super().__init__(path)
         del threads  # MediaPipe's Python TextClassifier takes no thread count
         try:
-            from mediapipe.tasks.python.core.base_options import BaseOptions
-            from mediapipe.tasks.python.text import text_classifier as tc
+            with _without_tensorflow():
+                from mediapipe.tasks.python.core.base_options import BaseOptions
+                from mediapipe.tasks.python.text import text_classifier as tc
         except ImportError:
             raise RuntimeBackendError("mediapipe is not installed (a .mediapipe.tflite file"
                                       " runs in MediaPipe's TextClassifier)", where=path,

@@ -160,6 +160,7 @@ def test_classifier_and_validate_run_the_file_in_mediapipe(converted, task_tsv, 
     assert row["agreement"] == files["model.fp32.tflite"]["agreement"] == 1.0
     assert row["max_abs_logit_diff"] <= 1e-3  # log-probabilities against log-softmax
     assert row["latency_ms"]["p50"] > 0
+    assert row["heavy_modules"] == []  # MediaPipe's import of TensorFlow is hidden, as on a phone
 
 
 def test_android_bundle_ships_the_files_with_a_kotlin_snippet(converted, task_tsv, tmp_path):
