@@ -110,6 +110,7 @@ def test_validate_reports_the_text_in_files(converted, wordpiece_albert, tmp_pat
     assert e2e["format"] == "onnx-e2e" and e2e["backend"] == "onnxruntime+extensions"
     assert e2e["agreement"] == files["model.fp32.onnx"]["agreement"] == 1.0
     assert e2e["latency_ms"]["p50"] > 0 and "batch_4" in e2e["latency_by_bucket"]
+    assert e2e["heavy_modules"] == []  # the extensions' library without their package's import
 
 
 def test_sentencepiece_e2e_gives_the_runtime_ids_and_labels(converted_spiece):
