@@ -19,7 +19,7 @@ import contextlib
 import os
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -388,7 +388,7 @@ def _close_open_tasks() -> None:
 
 
 @contextlib.contextmanager
-def _without_tensorflow():
+def _without_tensorflow() -> Iterator[None]:
     """Hide TensorFlow while MediaPipe Tasks imports: its ``optional_dependencies`` imports it
     (about 4 s) only for a documentation decorator and falls back when it is missing. A phone or
     a Pi has no TensorFlow, so a cold start measured on a host that has it is then the device's."""
