@@ -9,6 +9,10 @@ slowdown; the policies are libgomp's default (spin, then sleep) and ``OMP_WAIT_P
 (threads sleep at once when they wait) and shorter spins (``GOMP_SPINCOUNT``), each with torch's
 default thread count (every core).
 
+It also times the workload alone on one thread: beside a neighbour as busy as itself, a job that
+uses every core gets half of them, so no thread count or wait policy can make it less than
+``alone rate on every core / alone rate on half of them`` slower (the fair-share bound).
+
     python benchmarks/neighbours.py                 # ~3 minutes on 2 cores
     python benchmarks/neighbours.py --quick --out-dir /tmp/n   # seconds (a test)
 
@@ -90,6 +94,9 @@ def measure(policy: dict[str, str], steps: int, neighbour_seconds: float, *,
                                 env=_env(policy), stdout=subprocess.PIPE, text=True)
 
     alone = json.loads(run(steps).communicate()[0])
+    if neighbour_seconds <= 0:  # alone only
+        return {"alone_steps_per_s": round(alone["steps"] / alone["seconds"], 3),
+                "threads": alone["threads"]}
     neighbour = run(0, neighbour_seconds)
     time.sleep(3.0)  # the neighbour is past its imports and warm-up: busy
     beside = json.loads(run(steps).communicate()[0])
@@ -116,6 +123,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
         # the neighbour outlasts the measured run: 3 s head start plus a generous margin
         rows[name] = measure(policy, steps, neighbour_seconds=12.0 if args.quick else 120.0)
         print(f"{name}: {rows[name]}", file=sys.stderr)
+    # the fair-share bound: PASSIVE on half the cores (here one thread), alone
+    half = max(1, (os.cpu_count() or 2) // 2)
+    single = measure({"OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": str(half)}, steps, 0.0)
+    passive = rows["OMP_WAIT_POLICY=PASSIVE"]
+    bound = round(passive["alone_steps_per_s"] / single["alone_steps_per_s"], 2)
+    print(f"half the cores, alone: {single}; fair-share bound {bound}x", file=sys.stderr)
     runtime = {}
     onnx = args.onnx
     if args.quick:
@@ -127,7 +140,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
                                     workload=RUNTIME_WORKLOAD, args=(str(onnx), spin))
             print(f"{name}: {runtime[name]}", file=sys.stderr)
     result = {"machine": machine(), "workload": "demo-teacher training steps, batch 32 x 48",
-              "steps": steps, "policies": rows, "runtime_onnx": str(onnx),
+              "steps": steps, "policies": rows, "half_cores_alone": single,
+              "fair_share_bound": bound, "runtime_onnx": _shown(onnx),
               "runtime_workload": "ONNX Runtime, 2 threads, batch 8 x 64 calls of the int8 file",
               "runtime": runtime,
               "command": "python benchmarks/neighbours.py " + " ".join(argv or sys.argv[1:]),
@@ -140,6 +154,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
           "|---|---:|---:|---:|---:|"]
     md += [f"| {k} | {v['threads']} | {v['alone_steps_per_s']:.2f} |"
            f" {v['beside_steps_per_s']:.2f} | {v['slowdown']:.2f}x |" for k, v in rows.items()]
+    md += ["", f"Alone on {single['threads']} thread(s) (half the cores, PASSIVE):"
+           f" {single['alone_steps_per_s']:.2f} steps/s, so beside a neighbour as busy as itself"
+           f" a job on every core cannot be less than {bound:.2f}x slower than alone (the"
+           " fair-share bound: it gets half the cores)."]
     if runtime:
         md += ["", f"The runtime: {result['runtime_workload']} (`{result['runtime_onnx']}`), the"
                " neighbour the same calls in a second process:", "",
@@ -151,6 +169,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
                   "\n".join(md) + "\n")
     print("\n".join(md))
     return result
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when it is inside it (results name no local layout)."""
+    root = Path(__file__).resolve().parents[1]
+    return str(path.resolve().relative_to(root)) if path.resolve().is_relative_to(root) else str(path)
 
 
 def _tiny_onnx(out_dir: Path) -> Path:

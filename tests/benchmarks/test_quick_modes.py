@@ -167,6 +167,14 @@ def test_quick_neighbours_times_each_policy_alone_and_beside_a_neighbour(tmp_pat
                                               abs=0.01)
     md = (tmp_path / "neighbours.quick.md").read_text()
     assert "| OMP_WAIT_POLICY=PASSIVE |" in md
+    import os
+
+    single = result["half_cores_alone"]  # the fair-share bound's denominator
+    assert single["threads"] == max(1, (os.cpu_count() or 2) // 2)
+    assert result["fair_share_bound"] == pytest.approx(
+        rows["OMP_WAIT_POLICY=PASSIVE"]["alone_steps_per_s"] / single["alone_steps_per_s"],
+        abs=0.01)
+    assert "fair-share bound" in md
     pytest.importorskip("onnxruntime")
     runtime = result["runtime"]
     assert list(runtime) == ["ONNX Runtime default (spinning)", "allow_spinning=0"]
