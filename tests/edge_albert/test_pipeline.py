@@ -132,7 +132,12 @@ def test_ctrl_c_during_distillation_exits_cleanly(tmp_path, tiny_recipe):
     cfg = tiny_recipe(tmp_path, distill_steps=20000, ckpt=20)
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "edge_albert", "pipeline", str(cfg), "--run-dir",
+    # the child takes Ctrl-C as a terminal's foreground process does, even where the tests were
+    # started with SIGINT ignored (a background job of a non-interactive shell: its children
+    # inherit that, and Python then installs no KeyboardInterrupt handler)
+    launch = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler);"
+              " sys.argv[0] = 'edge_albert'; runpy.run_module('edge_albert', run_name='__main__')")
+    proc = subprocess.Popen([sys.executable, "-c", launch, "pipeline", str(cfg), "--run-dir",
                              str(run)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     ckpt = run / "student.partial" / "checkpoint.pt"
