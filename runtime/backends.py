@@ -311,7 +311,7 @@ class TFLiteBackend(Backend):
                 " attention_mask, token_type_ids)")
         f = {n: np.ascontiguousarray(feeds[n], dtype=self._dtypes[n]) for n in self.input_names}
         try:
-            out = np.asarray(self._invoke(f))
+            out = self._invoke(f)  # an ndarray already
             if self._dequant is not None:
                 return ((out.astype(np.float32) - self._dequant[1]) * self._dequant[0]).astype(
                     np.float32)
