@@ -303,6 +303,8 @@ class TrainConfig:
     checkpoint_every: int = 200  # steps; 0 = never
     seed: int = 42
     threads: int = 0  # torch intra-op threads; 0 = torch's default
+    # on CPU, use only the cores other busy processes leave idle (edge_albert/core_share.py)
+    share_cores: bool = True
     device: str = "auto"  # "auto" (the GPU when torch sees one), "cpu", "cuda" or "cuda:N"
 
     def __post_init__(self) -> None:

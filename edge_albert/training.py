@@ -28,6 +28,7 @@ from torch import nn
 
 from .artifacts import atomic_write_text
 from .config import TrainConfig
+from .core_share import CoreShare
 from .data import Dataset
 from .errors import ConfigError
 from .runtime.tokenizer import TextTokenizer
@@ -185,10 +186,10 @@ def _param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]
 
 
 # Settings a resumed run may change: its length (the linear decay is re-aimed at the new end),
-# how often it evaluates and checkpoints, its thread count and its device (a run started on a CPU
+# how often it evaluates and checkpoints, its thread counts and its device (a run started on a CPU
 # may go on on a GPU). Any other change is refused.
 RESUMABLE_KEYS = frozenset({"epochs", "max_steps", "eval_every", "checkpoint_every", "threads",
-                            "device"})
+                            "share_cores", "device"})
 
 
 def _config_diff(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
@@ -295,6 +296,14 @@ class Trainer:
         return int(state["step"]), state["best"]
 
     def fit(self, *, resume: bool = False) -> dict[str, Any]:
+        """Train; torch's thread count is set back to what it was when this returns."""
+        threads = torch.get_num_threads()
+        try:
+            return self._fit(resume)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _fit(self, resume: bool) -> dict[str, Any]:
         cfg = self.cfg
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
@@ -326,6 +335,8 @@ class Trainer:
             # into a log file (not a terminal): a line every 30 s, not one per step
             bar = tqdm(total=self.total_steps, initial=step, unit="step", dynamic_ncols=True,
                        leave=False, mininterval=0.1 if sys.stderr.isatty() else 30)
+        share = (CoreShare(torch.get_num_threads(), torch.set_num_threads)
+                 if cfg.share_cores and self.world == 1 and self.device.type == "cpu" else None)
         model.train()
         t0, seen = time.perf_counter(), 0
         while step < self.total_steps:
@@ -340,10 +351,13 @@ class Trainer:
             sched.step()
             step += 1
             seen += len(batch["labels"]) * self.world
+            if share is not None and (n := share.tick()) is not None:
+                self._log({"step": step, "threads": n})
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss.item():.4f}",
-                                ex_s=f"{seen / (time.perf_counter() - t0):.0f}")
+                                ex_s=f"{seen / (time.perf_counter() - t0):.0f}",
+                                **({"threads": share.threads} if share is not None else {}))
             if step % self.log_every == 0 or step == self.total_steps:
                 self._log({"step": step, "loss": round(loss.item(), 6),
                            "lr": sched.get_last_lr()[0], **{k: round(v, 6) for k, v in logs.items()}})
