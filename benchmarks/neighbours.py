@@ -7,7 +7,9 @@ workload in a second process (another demo, another training job: what the issue
 condition runs the workload alone, then beside the neighbour, and reports steps/s and the
 slowdown; the policies are libgomp's default (spin, then sleep) and ``OMP_WAIT_POLICY=PASSIVE``
 (threads sleep at once when they wait) and shorter spins (``GOMP_SPINCOUNT``), each with torch's
-default thread count (every core).
+default thread count (every core), and what edge-albert's trainer does by default: passive waits
+and sharing the cores (``edge_albert/core_share.py``: every 2 s the job drops to the cores the
+others leave idle), beside a neighbour that shares too (a second demo) and one that does not.
 
 It also times the workload alone on one thread: beside a neighbour as busy as itself, a job that
 uses every core gets half of them, so no thread count or wait policy can make it less than
@@ -36,11 +38,17 @@ WORKLOAD = r"""
 import json, sys, time, torch
 from edge_albert.modeling import albert_config, build_albert_classifier
 steps, seconds = int(sys.argv[1]), float(sys.argv[2])
+share = None
+if sys.argv[3:] == ["share"]:  # what edge-albert's trainer does (edge_albert/core_share.py)
+    from edge_albert.core_share import CoreShare
+    share = CoreShare(torch.get_num_threads(), torch.set_num_threads)
 model = build_albert_classifier(albert_config("demo-teacher", vocab_size=2000, num_labels=8)).train()
 opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
 ids = torch.randint(5, 2000, (32, 48)); mask = torch.ones_like(ids); y = torch.randint(0, 8, (32,))
 def step():
     opt.zero_grad(); model(input_ids=ids, attention_mask=mask, labels=y).loss.backward(); opt.step()
+    if share is not None:
+        share.tick()
 for _ in range(3):
     step()
 t0, n = time.perf_counter(), 0
@@ -49,7 +57,8 @@ while n < steps or (seconds and time.perf_counter() - t0 < seconds):
     if seconds and time.perf_counter() - t0 >= seconds:
         break
 print(json.dumps({"steps": n, "seconds": time.perf_counter() - t0,
-                  "threads": torch.get_num_threads()}))
+                  "threads": share.max_threads if share else torch.get_num_threads(),
+                  "threads_at_end": torch.get_num_threads()}))
 """
 
 #: the device runtime's side: ONNX Runtime (its own thread pool, not OpenMP) running an int8
@@ -73,9 +82,16 @@ print(json.dumps({"steps": n, "seconds": time.perf_counter() - t0, "threads": 2}
 """
 SPINNING = {"ONNX Runtime default (spinning)": "1", "allow_spinning=0": "0"}
 
-POLICIES = {"libgomp default": {}, "OMP_WAIT_POLICY=PASSIVE": {"OMP_WAIT_POLICY": "PASSIVE"},
-            "GOMP_SPINCOUNT=10000": {"GOMP_SPINCOUNT": "10000"},
-            "GOMP_SPINCOUNT=100000": {"GOMP_SPINCOUNT": "100000"}}
+PASSIVE = {"OMP_WAIT_POLICY": "PASSIVE"}
+#: row name -> (environment, whether the measured job shares the cores, whether the neighbour does)
+POLICIES = {"libgomp default": ({}, False, False),
+            "OMP_WAIT_POLICY=PASSIVE": (PASSIVE, False, False),
+            "PASSIVE + sharing cores (the trainer's default)": (PASSIVE, True, True),
+            "PASSIVE + sharing cores, the neighbour not": (PASSIVE, True, False),
+            "GOMP_SPINCOUNT=10000": ({"GOMP_SPINCOUNT": "10000"}, False, False),
+            "GOMP_SPINCOUNT=100000": ({"GOMP_SPINCOUNT": "100000"}, False, False)}
+#: the rows --quick runs
+QUICK = ("libgomp default", "OMP_WAIT_POLICY=PASSIVE", "PASSIVE + sharing cores (the trainer's default)")
 
 
 def _env(extra: dict[str, str]) -> dict[str, str]:
@@ -85,11 +101,15 @@ def _env(extra: dict[str, str]) -> dict[str, str]:
 
 
 def measure(policy: dict[str, str], steps: int, neighbour_seconds: float, *,
-            workload: str = WORKLOAD, args: Sequence[str] = ()) -> dict[str, float]:
-    """Steps/s of the workload alone, then beside a neighbour running the same workload."""
-    def run(n: int, seconds: float = 0.0) -> subprocess.Popen:
-        # the runtime workload takes path, steps, seconds, spinning; training steps, seconds
-        argv = [args[0], str(n), str(seconds), *args[1:]] if args else [str(n), str(seconds)]
+            workload: str = WORKLOAD, args: Sequence[str] = (),
+            neighbour_args: Sequence[str] | None = None) -> dict[str, float]:
+    """Steps/s of the workload alone, then beside a neighbour running the same workload (with
+    ``neighbour_args`` in place of ``args`` when given)."""
+    def run(n: int, seconds: float = 0.0, a: Sequence[str] = args) -> subprocess.Popen:
+        # the runtime workload takes path, steps, seconds, spinning; training steps, seconds,
+        # then "share" when it shares the cores
+        argv = ([a[0], str(n), str(seconds), *a[1:]] if workload is RUNTIME_WORKLOAD
+                else [str(n), str(seconds), *a])
         return subprocess.Popen([sys.executable, "-c", workload, *argv],
                                 env=_env(policy), stdout=subprocess.PIPE, text=True)
 
@@ -97,13 +117,16 @@ def measure(policy: dict[str, str], steps: int, neighbour_seconds: float, *,
     if neighbour_seconds <= 0:  # alone only
         return {"alone_steps_per_s": round(alone["steps"] / alone["seconds"], 3),
                 "threads": alone["threads"]}
-    neighbour = run(0, neighbour_seconds)
+    neighbour = run(0, neighbour_seconds, args if neighbour_args is None else neighbour_args)
     time.sleep(3.0)  # the neighbour is past its imports and warm-up: busy
     beside = json.loads(run(steps).communicate()[0])
     neighbour.communicate()
     a, b = alone["steps"] / alone["seconds"], beside["steps"] / beside["seconds"]
-    return {"alone_steps_per_s": round(a, 3), "beside_steps_per_s": round(b, 3),
-            "slowdown": round(a / b, 2), "threads": alone["threads"]}
+    out = {"alone_steps_per_s": round(a, 3), "beside_steps_per_s": round(b, 3),
+           "slowdown": round(a / b, 2), "threads": alone["threads"]}
+    if "threads_at_end" in beside:
+        out["threads_beside_at_end"] = beside["threads_at_end"]
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -119,9 +142,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
     steps = 4 if args.quick else args.steps
     t0 = time.time()
     rows = {}
-    for name, policy in list(POLICIES.items())[:2 if args.quick else None]:
+    for name, (policy, share, neighbour_shares) in POLICIES.items():
+        if args.quick and name not in QUICK:
+            continue
         # the neighbour outlasts the measured run: 3 s head start plus a generous margin
-        rows[name] = measure(policy, steps, neighbour_seconds=12.0 if args.quick else 120.0)
+        rows[name] = measure(policy, steps, neighbour_seconds=12.0 if args.quick else 120.0,
+                             args=("share",) if share else (),
+                             neighbour_args=("share",) if neighbour_shares else ())
         print(f"{name}: {rows[name]}", file=sys.stderr)
     # the fair-share bound: PASSIVE on half the cores (here one thread), alone
     half = max(1, (os.cpu_count() or 2) // 2)
@@ -152,8 +179,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
           " fresh process; the neighbour runs the same workload.", "",
           "| OpenMP policy | threads | alone steps/s | beside a neighbour | slowdown |",
           "|---|---:|---:|---:|---:|"]
-    md += [f"| {k} | {v['threads']} | {v['alone_steps_per_s']:.2f} |"
-           f" {v['beside_steps_per_s']:.2f} | {v['slowdown']:.2f}x |" for k, v in rows.items()]
+    md += [f"| {k} | {v['threads']}" + (f" (beside: {v['threads_beside_at_end']})"
+                                          if v.get("threads_beside_at_end", v["threads"])
+                                          != v["threads"] else "")
+           + f" | {v['alone_steps_per_s']:.2f} | {v['beside_steps_per_s']:.2f} |"
+           f" {v['slowdown']:.2f}x |" for k, v in rows.items()]
     md += ["", f"Alone on {single['threads']} thread(s) (half the cores, PASSIVE):"
            f" {single['alone_steps_per_s']:.2f} steps/s, so beside a neighbour as busy as itself"
            f" a job on every core cannot be less than {bound:.2f}x slower than alone (the"

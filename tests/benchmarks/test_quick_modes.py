@@ -160,7 +160,8 @@ def test_quick_neighbours_times_each_policy_alone_and_beside_a_neighbour(tmp_pat
     pytest.importorskip("torch")
     result = load("neighbours").main(["--quick", "--out-dir", str(tmp_path)])
     rows = result["policies"]
-    assert list(rows) == ["libgomp default", "OMP_WAIT_POLICY=PASSIVE"]
+    assert list(rows) == ["libgomp default", "OMP_WAIT_POLICY=PASSIVE",
+                          "PASSIVE + sharing cores (the trainer's default)"]
     for r in rows.values():
         assert r["alone_steps_per_s"] > 0 and r["beside_steps_per_s"] > 0
         assert r["slowdown"] == pytest.approx(r["alone_steps_per_s"] / r["beside_steps_per_s"],
