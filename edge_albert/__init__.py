@@ -17,14 +17,17 @@ if (_os.path.isfile(_os.path.join(_root, "pyproject.toml"))
         and _os.path.isfile(_os.path.join(_root, "runtime", "__init__.py")) and _root not in __path__):
     __path__.append(_root)
 
-# OpenMP threads that wait for work sleep instead of spinning. Why: on a machine with neighbours
-# (another training job, a second demo, an export), libgomp's default spin-then-sleep wait made
-# each process burn the cores the other needed; the demo teacher's training steps ran 4.9-6.2x
-# slower beside one neighbour by default and 1.7x with passive waiting (and up to 15-24 %
-# slower alone; benchmarks/results/neighbours.md, 2-core Xeon). libgomp reads it when torch
-# loads it, so this works when edge_albert is imported before torch (the CLI always is); a
-# value the user set is kept.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# OpenMP threads that wait for work spin briefly, then sleep. Why: on a machine with neighbours
+# (another training job, a second demo, an export), libgomp's default spin (300,000 rounds) made
+# each process burn the cores the other needed: the demo teacher's training steps ran 4.2-6.2x
+# slower beside one neighbour. Sleeping at once (OMP_WAIT_POLICY=PASSIVE, this package's setting
+# until training learnt to share the cores) cost 15-28 % alone; 10,000 rounds cost nothing alone
+# and, with training on one thread beside a neighbour (core_share.py), ran those steps faster
+# than passive waiting both alone and beside one (benchmarks/results/neighbours.md, 2-core Xeon).
+# libgomp (torch's OpenMP on Linux) reads it when torch loads it, so this works when edge_albert
+# is imported before torch (the CLI always is); a wait policy or spin count the user set is kept.
+if "OMP_WAIT_POLICY" not in _os.environ:
+    _os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 # ExecuTorch (the pte format's extra) installs torchao, which transformers then imports on its own
 # import: torchao logs a warning for each CUDA-only kernel library a CPU machine cannot load, and

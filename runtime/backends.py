@@ -34,7 +34,7 @@ MEDIAPIPE_SUFFIX = ".mediapipe.tflite"
 
 def spinning_allowed() -> bool:
     """Whether ONNX Runtime's waiting threads may spin: only with ``OMP_WAIT_POLICY=ACTIVE`` (the
-    toolchain's one knob for waiting threads, PASSIVE by default). Why: beside one busy neighbour
+    toolchain's one knob for waiting threads; unset by default). Why: beside one busy neighbour
     a 2-thread session of the default student's int8 file ran 2.73-2.93x slower with ONNX
     Runtime's default spinning and 1.53-1.56x with it off (19-27 % slower alone;
     benchmarks/neighbours.py, 2-core Xeon), and phones and boards always have neighbours."""
