@@ -1,6 +1,6 @@
 """``edge-albert demo`` beside a second demo (#18 item 4): the issue's own scenario, whole commands.
 
-Three conditions, each a fresh run directory, run one after the other:
+Three conditions, each a fresh run directory, run one after the other and repeated in rounds:
 
 * ``alone``: one demo;
 * ``beside a demo, sharing cores``: two demos started together, with the trainer's default
@@ -14,7 +14,7 @@ each process's wall time, its stages' times (from the manifests' timestamps), it
 seconds and the thread changes its training logs, and the slowdown: mean wall time beside the
 other demo / wall time alone.
 
-    python benchmarks/demo_beside.py            # ~13 minutes on 2 cores
+    python benchmarks/demo_beside.py            # ~25 minutes on 2 cores (2 rounds)
     python benchmarks/demo_beside.py --quick --out-dir /tmp/d   # the shape only: tiny runs
 
 Writes ``demo_beside.json`` and ``.md`` (``demo_beside.quick.*`` with --quick).
@@ -104,22 +104,28 @@ def main(argv: Sequence[str] | None = None) -> dict:
     ap.add_argument("--quick", action="store_true", help="tiny demos (a test; numbers mean little)")
     ap.add_argument("--conditions", nargs="+", choices=list(CONDITIONS), default=list(CONDITIONS),
                     metavar="NAME", help="which conditions (default: all; alone always runs)")
+    ap.add_argument("--repeats", type=int, default=2,
+                    help="interleaved rounds over the conditions (default 2; --quick: 1)")
     args = ap.parse_args(argv)
     base = QUICK if args.quick else MAIN_SETUP
     t0 = time.time()
-    rows: dict[str, Any] = {}
+    chosen = {k: v for k, v in CONDITIONS.items() if k == "alone" or k in args.conditions}
+    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in chosen}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, (n, extra) in CONDITIONS.items():
-            if name != "alone" and name not in args.conditions:
-                continue
-            runs = run_condition(n, base + extra, Path(tmp) / name.replace(" ", "_"))
-            rows[name] = {"runs": runs, "mean_wall_seconds": round(
-                sum(r["wall_seconds"] for r in runs) / len(runs), 1)}
-            print(f"{name}: {[r['wall_seconds'] for r in runs]}", file=sys.stderr)
+        for r in range(1 if args.quick else args.repeats):
+            for name, (n, extra) in chosen.items():
+                work = Path(tmp) / f"{name.replace(' ', '_')}-{r}"
+                runs[name] += run_condition(n, base + extra, work)
+                print(f"round {r + 1}, {name}: {[x['wall_seconds'] for x in runs[name]]}",
+                      file=sys.stderr)
+    # the mean over every demo of a condition (both demos of each pair, every round)
+    rows: dict[str, Any] = {name: {"runs": v, "mean_wall_seconds": round(
+        sum(x["wall_seconds"] for x in v) / len(v), 1)} for name, v in runs.items()}
     alone = rows["alone"]["mean_wall_seconds"]
     for row in rows.values():
         row["slowdown"] = round(row["mean_wall_seconds"] / alone, 2)
-    result = {"machine": machine(), "sets": base, "conditions": rows,
+    result = {"machine": machine(), "sets": base, "rounds": 1 if args.quick else args.repeats,
+              "conditions": rows,
               "command": "python benchmarks/demo_beside.py " + " ".join(argv or sys.argv[1:]),
               "wall_seconds": round(time.time() - t0, 1)}
     write_results(args.out_dir, "demo_beside.quick" if args.quick else "demo_beside", result,
@@ -144,7 +150,8 @@ def markdown(r: dict) -> str:
         md.append(f"| {name} | {' / '.join(str(x['wall_seconds']) for x in row['runs'])} |"
                   f" {row['slowdown']:.2f}x | {col('teacher')} | {col('student')} |"
                   f" {col('convert')} | {col('validate')} | {changes} |")
-    md += ["", "Slowdown: the mean wall time of the demos in a condition over the demo alone."
+    md += ["", f"{r['rounds']} interleaved round(s); slowdown: the mean wall time of the demos in"
+           " a condition (every demo of every round) over that of the demo alone."
            " Stage seconds run from the previous stage's manifest (the teacher's include the"
            " tokenizer and data)."]
     return "\n".join(md) + "\n"

@@ -16,7 +16,7 @@ It also times the workload alone on one thread: beside a neighbour as busy as it
 uses every core gets half of them, so no thread count or wait policy can make it less than
 ``alone rate on every core / alone rate on half of them`` slower (the fair-share bound).
 
-    python benchmarks/neighbours.py                 # ~3 minutes on 2 cores
+    python benchmarks/neighbours.py                 # ~12 minutes on 2 cores (3 rounds)
     python benchmarks/neighbours.py --quick --out-dir /tmp/n   # seconds (a test)
 
 Writes ``neighbours.json`` and ``neighbours.md`` (``neighbours.quick.*`` with --quick).
@@ -31,6 +31,9 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, machine, write_results
@@ -104,11 +107,11 @@ def _env(extra: dict[str, str]) -> dict[str, str]:
     return {**env, **extra}
 
 
-def measure(policy: dict[str, str], steps: int, neighbour_seconds: float, *,
+def measure(policy: dict[str, str], steps: int, beside: bool = True, *,
             workload: str = WORKLOAD, args: Sequence[str] = (),
             neighbour_args: Sequence[str] | None = None) -> dict[str, float]:
     """Steps/s of the workload alone, then beside a neighbour running the same workload (with
-    ``neighbour_args`` in place of ``args`` when given)."""
+    ``neighbour_args`` in place of ``args`` when given) until the measured run ends."""
     def run(n: int, seconds: float = 0.0, a: Sequence[str] = args) -> subprocess.Popen:
         # the runtime workload takes path, steps, seconds, spinning; training steps, seconds,
         # then "share" when it shares the cores
@@ -118,24 +121,43 @@ def measure(policy: dict[str, str], steps: int, neighbour_seconds: float, *,
                                 env=_env(policy), stdout=subprocess.PIPE, text=True)
 
     alone = json.loads(run(steps).communicate()[0])
-    if neighbour_seconds <= 0:  # alone only
+    if not beside:
         return {"alone_steps_per_s": round(alone["steps"] / alone["seconds"], 3),
                 "threads": alone["threads"]}
-    neighbour = run(0, neighbour_seconds, args if neighbour_args is None else neighbour_args)
-    time.sleep(3.0)  # the neighbour is past its imports and warm-up: busy
-    beside = json.loads(run(steps).communicate()[0])
-    neighbour.communicate()
-    a, b = alone["steps"] / alone["seconds"], beside["steps"] / beside["seconds"]
+    neighbour = run(0, 3600.0, args if neighbour_args is None else neighbour_args)
+    try:
+        time.sleep(3.0)  # the neighbour is past its imports and warm-up: busy
+        near = json.loads(run(steps).communicate()[0])
+    finally:
+        neighbour.terminate()
+        neighbour.communicate()
+    a, b = alone["steps"] / alone["seconds"], near["steps"] / near["seconds"]
     out = {"alone_steps_per_s": round(a, 3), "beside_steps_per_s": round(b, 3),
-           "slowdown": round(a / b, 2), "threads": alone["threads"]}
-    if "threads_at_end" in beside:
-        out["threads_beside_at_end"] = beside["threads_at_end"]
+           "threads": alone["threads"]}
+    if "threads_at_end" in near:
+        out["threads_beside_at_end"] = near["threads_at_end"]
     return out
+
+
+def summary(samples: list[dict[str, float]]) -> dict[str, Any]:
+    """Medians over the repeats (this machine's rates swing by a third from run to run: only
+    interleaved repeats compare), the slowdown of the medians, and every sample."""
+    row: dict[str, Any] = {k: round(float(np.median([s[k] for s in samples])), 3)
+                           for k in ("alone_steps_per_s", "beside_steps_per_s") if k in samples[0]}
+    if "beside_steps_per_s" in row:
+        row["slowdown"] = round(row["alone_steps_per_s"] / row["beside_steps_per_s"], 2)
+    row["threads"] = samples[0]["threads"]
+    if "threads_beside_at_end" in samples[0]:
+        row["threads_beside_at_end"] = samples[-1]["threads_beside_at_end"]
+    row["samples"] = samples
+    return row
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="rounds over every row, interleaved; medians reported (default 3)")
     ap.add_argument("--out-dir", type=Path, default=RESULTS)
     ap.add_argument("--onnx", type=Path,
                     default=Path(__file__).resolve().parents[1] / "runs" / "sst2" / "default-convert"
@@ -143,22 +165,25 @@ def main(argv: Sequence[str] | None = None) -> dict:
                     help="the int8 file the runtime rows run (absent: those rows are skipped)")
     ap.add_argument("--rows", nargs="+", choices=list(POLICIES), metavar="ROW",
                     help="only these OpenMP rows (default: all); the bound and runtime rows always")
-    ap.add_argument("--quick", action="store_true", help="4 steps, two policies (a test; numbers mean little)")
+    ap.add_argument("--quick", action="store_true",
+                    help="4 steps, three rows, one round (a test; numbers mean little)")
     args = ap.parse_args(argv)
-    steps = 4 if args.quick else args.steps
+    steps, repeats = (4, 1) if args.quick else (args.steps, args.repeats)
     t0 = time.time()
-    rows = {}
-    for name, (policy, share, neighbour_shares) in POLICIES.items():
-        if name not in (QUICK if args.quick else args.rows or POLICIES):
-            continue
-        # the neighbour outlasts the measured run: 3 s head start plus a generous margin
-        rows[name] = measure(policy, steps, neighbour_seconds=12.0 if args.quick else 120.0,
-                             args=("share",) if share else (),
-                             neighbour_args=("share",) if neighbour_shares else ())
-        print(f"{name}: {rows[name]}", file=sys.stderr)
-    # the fair-share bound: PASSIVE on half the cores (here one thread), alone
+    chosen = {k: v for k, v in POLICIES.items()
+              if k in (QUICK if args.quick else args.rows or POLICIES)}
+    # the fair-share bound's denominator: on half the cores (here one thread), alone
     half = max(1, (os.cpu_count() or 2) // 2)
-    single = measure({"OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": str(half)}, steps, 0.0)
+    samples: dict[str, list[dict[str, float]]] = {k: [] for k in [*chosen, "half"]}
+    for r in range(repeats):
+        for name, (policy, share, neighbour_shares) in chosen.items():
+            samples[name].append(measure(policy, steps, args=("share",) if share else (),
+                                         neighbour_args=("share",) if neighbour_shares else ()))
+            print(f"round {r + 1}, {name}: {samples[name][-1]}", file=sys.stderr)
+        samples["half"].append(measure({"OMP_WAIT_POLICY": "PASSIVE",
+                                        "OMP_NUM_THREADS": str(half)}, steps, beside=False))
+    rows = {name: summary(samples[name]) for name in chosen}
+    single = summary(samples["half"])
     for row in rows.values():  # each row's own bound: its alone rate over the one-core rate
         row["fair_share_bound"] = round(row["alone_steps_per_s"] / single["alone_steps_per_s"], 2)
     bound = rows.get(DEFAULT, next(iter(rows.values())))["fair_share_bound"]
@@ -168,13 +193,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if args.quick:
         onnx = _tiny_onnx(args.out_dir)
     if onnx.is_file():
-        for name, spin in SPINNING.items():
-            runtime[name] = measure({}, 20 if args.quick else 200,
-                                    neighbour_seconds=12.0 if args.quick else 60.0,
-                                    workload=RUNTIME_WORKLOAD, args=(str(onnx), spin))
-            print(f"{name}: {runtime[name]}", file=sys.stderr)
+        rt: dict[str, list[dict[str, float]]] = {name: [] for name in SPINNING}
+        for _ in range(repeats):
+            for name, spin in SPINNING.items():
+                rt[name].append(measure({}, 20 if args.quick else 200, workload=RUNTIME_WORKLOAD,
+                                        args=(str(onnx), spin)))
+                print(f"{name}: {rt[name][-1]}", file=sys.stderr)
+        runtime = {name: summary(v) for name, v in rt.items()}
     result = {"machine": machine(), "workload": "demo-teacher training steps, batch 32 x 48",
-              "steps": steps, "policies": rows, "half_cores_alone": single,
+              "steps": steps, "repeats": repeats, "policies": rows, "half_cores_alone": single,
               "fair_share_bound": bound, "runtime_onnx": _shown(onnx),
               "runtime_workload": "ONNX Runtime, 2 threads, batch 8 x 64 calls of the int8 file",
               "runtime": runtime,
@@ -183,7 +210,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     md = ["# Training beside a busy neighbour", "",
           f"{result['machine']['cpu']} ({result['machine']['isa']}, {result['machine']['cores']}"
           f" cores); `{result['command']}`; {steps} steps of {result['workload']}, each run in a"
-          " fresh process; the neighbour runs the same workload.", "",
+          f" fresh process, medians of {repeats} interleaved round(s) (every sample in the .json);"
+          " the neighbour runs the same workload from 3 s before until the measured run ends.", "",
           "| OpenMP policy | threads | alone steps/s | beside a neighbour | slowdown |"
           " fair-share bound |", "|---|---:|---:|---:|---:|---:|"]
     md += [f"| {k} | {v['threads']}" + (f" (beside: {v['threads_beside_at_end']})"
