@@ -1,20 +1,22 @@
 """``edge-albert demo`` beside a second demo (#18 item 4): the issue's own scenario, whole commands.
 
-Three conditions, each a fresh run directory, run one after the other and repeated in rounds:
+Five conditions, each a fresh run directory, run one after the other and repeated in rounds:
 
 * ``alone``: one demo;
 * ``beside a demo, sharing cores``: two demos started together, with the trainer's default
   (``share_cores``: training drops to the cores the other leaves idle, ``edge_albert/core_share.py``);
 * ``beside a demo, not sharing``: the same with ``finetune.share_cores=false`` and
-  ``distill.share_cores=false`` (every stage on every core, as before).
+  ``distill.share_cores=false`` (every stage on every core);
+* ``alone, as before`` and ``beside a demo, as before``: the toolchain before its training shared
+  the cores (not sharing, ``OMP_WAIT_POLICY=PASSIVE``: then the package's setting).
 
 Each demo runs the README's main set-up (``convert.if_installed=["onnx-e2e"]``: the 13 files a
 fresh ``pip install ".[all]"`` writes, even where the mediapipe extra is installed). It reports
 each process's wall time, its stages' times (from the manifests' timestamps), its training
 seconds and the thread changes its training logs, and the slowdown: mean wall time beside the
-other demo / wall time alone.
+other demo / wall time alone with the same settings.
 
-    python benchmarks/demo_beside.py            # ~25 minutes on 2 cores (2 rounds)
+    python benchmarks/demo_beside.py            # ~35 minutes on 2 cores (2 rounds)
     python benchmarks/demo_beside.py --quick --out-dir /tmp/d   # the shape only: tiny runs
 
 Writes ``demo_beside.json`` and ``.md`` (``demo_beside.quick.*`` with --quick).
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -42,18 +45,27 @@ QUICK = ["task.builtin_train_rows=200", "task.builtin_dev_rows=100", "finetune.m
          "distill.max_steps=30", 'convert.formats=["onnx"]', "convert.if_installed=[]",
          'convert.precisions=["int8-dynamic"]', 'bundle.target="none"']
 STAGES = ("tokenizer", "teacher", "student", "convert", "validate", "bundle")
-CONDITIONS = {"alone": (1, []), "beside a demo, sharing cores": (2, []),
-              "beside a demo, not sharing": (2, NOT_SHARING)}
+PASSIVE = {"OMP_WAIT_POLICY": "PASSIVE"}
+#: name -> (demos started together, extra --set values, extra environment, the alone baseline)
+CONDITIONS: dict[str, tuple[int, list[str], dict[str, str], str]] = {
+    "alone": (1, [], {}, "alone"),
+    "beside a demo, sharing cores": (2, [], {}, "alone"),
+    "beside a demo, not sharing": (2, NOT_SHARING, {}, "alone"),
+    # the toolchain before training shared the cores: passive OpenMP waits, every core
+    "alone, as before": (1, NOT_SHARING, PASSIVE, "alone, as before"),
+    "beside a demo, as before": (2, NOT_SHARING, PASSIVE, "alone, as before"),
+}
 
 
-def _start(run_dir: Path, sets: Sequence[str]) -> subprocess.Popen:
+def _start(run_dir: Path, sets: Sequence[str], env: dict[str, str]) -> subprocess.Popen:
     argv = [sys.executable, "-m", "edge_albert", "demo", "--run-dir", str(run_dir)]
     for s in sets:
         argv += ["--set", s]
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     # into a file, not a pipe nobody reads while it runs; the child keeps its own copy of the fd
     with open(run_dir.with_suffix(".log"), "w") as log:
-        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, text=True)
+        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, text=True,
+                                env={**_clean_env(), **env})
 
 
 def _stages(run_dir: Path, started: float) -> dict[str, Any]:
@@ -79,11 +91,19 @@ def _stages(run_dir: Path, started: float) -> dict[str, Any]:
     return out
 
 
-def run_condition(n: int, sets: Sequence[str], work: Path) -> list[dict[str, Any]]:
+def _clean_env() -> dict[str, str]:
+    """This environment without OpenMP settings: each condition sets its own (importing
+    edge_albert here set the package's default spin count)."""
+    return {k: v for k, v in os.environ.items()
+            if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")}
+
+
+def run_condition(n: int, sets: Sequence[str], env: dict[str, str],
+                  work: Path) -> list[dict[str, Any]]:
     """``n`` demos started together; each one's own wall seconds (to its exit) and stages."""
     dirs = [work / f"demo{i}" for i in range(n)]
     t0 = time.time()
-    procs = [_start(d, sets) for d in dirs]
+    procs = [_start(d, sets, env) for d in dirs]
     ended: dict[int, float] = {}
     while len(ended) < n:
         for i, p in enumerate(procs):
@@ -103,27 +123,29 @@ def main(argv: Sequence[str] | None = None) -> dict:
     ap.add_argument("--out-dir", type=Path, default=RESULTS)
     ap.add_argument("--quick", action="store_true", help="tiny demos (a test; numbers mean little)")
     ap.add_argument("--conditions", nargs="+", choices=list(CONDITIONS), default=list(CONDITIONS),
-                    metavar="NAME", help="which conditions (default: all; alone always runs)")
+                    metavar="NAME", help="which conditions (default: all; each one's alone"
+                    " baseline always runs)")
     ap.add_argument("--repeats", type=int, default=2,
                     help="interleaved rounds over the conditions (default 2; --quick: 1)")
     args = ap.parse_args(argv)
     base = QUICK if args.quick else MAIN_SETUP
     t0 = time.time()
-    chosen = {k: v for k, v in CONDITIONS.items() if k == "alone" or k in args.conditions}
+    chosen = {k: v for k, v in CONDITIONS.items()
+              if k in args.conditions or any(CONDITIONS[c][3] == k for c in args.conditions)}
     runs: dict[str, list[dict[str, Any]]] = {k: [] for k in chosen}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(1 if args.quick else args.repeats):
-            for name, (n, extra) in chosen.items():
-                work = Path(tmp) / f"{name.replace(' ', '_')}-{r}"
-                runs[name] += run_condition(n, base + extra, work)
+            for name, (n, extra, env, _) in chosen.items():
+                work = Path(tmp) / f"{name.replace(' ', '_').replace(',', '')}-{r}"
+                runs[name] += run_condition(n, base + extra, env, work)
                 print(f"round {r + 1}, {name}: {[x['wall_seconds'] for x in runs[name]]}",
                       file=sys.stderr)
     # the mean over every demo of a condition (both demos of each pair, every round)
     rows: dict[str, Any] = {name: {"runs": v, "mean_wall_seconds": round(
         sum(x["wall_seconds"] for x in v) / len(v), 1)} for name, v in runs.items()}
-    alone = rows["alone"]["mean_wall_seconds"]
-    for row in rows.values():
-        row["slowdown"] = round(row["mean_wall_seconds"] / alone, 2)
+    for name, row in rows.items():  # over the alone run of the same settings
+        row["slowdown"] = round(row["mean_wall_seconds"]
+                                / rows[CONDITIONS[name][3]]["mean_wall_seconds"], 2)
     result = {"machine": machine(), "sets": base, "rounds": 1 if args.quick else args.repeats,
               "conditions": rows,
               "command": "python benchmarks/demo_beside.py " + " ".join(argv or sys.argv[1:]),
@@ -151,7 +173,8 @@ def markdown(r: dict) -> str:
                   f" {row['slowdown']:.2f}x | {col('teacher')} | {col('student')} |"
                   f" {col('convert')} | {col('validate')} | {changes} |")
     md += ["", f"{r['rounds']} interleaved round(s); slowdown: the mean wall time of the demos in"
-           " a condition (every demo of every round) over that of the demo alone."
+           " a condition (every demo of every round) over that of the demo alone with the same"
+           " settings (the \"as before\" rows: over \"alone, as before\")."
            " Stage seconds run from the previous stage's manifest (the teacher's include the"
            " tokenizer and data)."]
     return "\n".join(md) + "\n"

@@ -221,7 +221,7 @@ def test_quick_demo_beside_runs_real_demos_and_reads_their_stages(tmp_path):
     its manifests, and the thread changes its training logged."""
     pytest.importorskip("torch")
     result = load("demo_beside").main(["--quick", "--out-dir", str(tmp_path), "--conditions",
-                                       "beside a demo, not sharing"])
+                                       "alone", "beside a demo, not sharing"])
     rows = result["conditions"]
     assert list(rows) == ["alone", "beside a demo, not sharing"]
     assert [len(r["runs"]) for r in rows.values()] == [1, 2]
