@@ -21,7 +21,7 @@ if (_os.path.isfile(_os.path.join(_root, "pyproject.toml"))
 # (another training job, a second demo, an export), libgomp's default spin (300,000 rounds) made
 # each process burn the cores the other needed: the demo teacher's training steps ran 4.2-6.2x
 # slower beside one neighbour. Sleeping at once (OMP_WAIT_POLICY=PASSIVE, this package's setting
-# until training learnt to share the cores) cost 15-28 % alone; 10,000 rounds cost nothing alone
+# until training learnt to share the cores) cost 15-25 % alone; 10,000 rounds cost nothing alone
 # and, with training on one thread beside a neighbour (core_share.py), ran those steps faster
 # than passive waiting both alone and beside one (benchmarks/results/neighbours.md, 2-core Xeon).
 # libgomp (torch's OpenMP on Linux) reads it when torch loads it, so this works when edge_albert

@@ -3,12 +3,12 @@
 Why: torch starts one OpenMP thread per core, and a training step ends at a barrier that waits for
 the slowest thread. Beside another busy process (a second demo, an export, a test run) every
 step's barrier then waits for a thread the scheduler has parked behind the neighbour's: on the
-2-core Xeon two demo-teacher trainings at 2 threads each ran 3.0 steps/s apiece, at 1 thread each
-3.6 steps/s (``benchmarks/neighbours.py``). So every ``interval`` seconds the trainer reads how
-busy the cores it may run on were (``/proc/stat``), subtracts its own CPU time
-(``time.process_time``) and sets torch's thread count to the cores the others left, at least one
-and at most the configured count; when the neighbour goes, the threads come back. Linux only:
-elsewhere (no ``/proc/stat``) the count stays as configured.
+2-core Xeon two demo-teacher trainings on both cores each ran 3.69 steps/s (passive waits), and
+4.13 sharing them (``benchmarks/results/neighbours.md``, same run). So every ``interval`` seconds
+the trainer reads how busy the cores it may run on were (``/proc/stat``), subtracts its own CPU
+time (``time.process_time``) and sets torch's thread count to the cores the others left, at least
+one and at most the configured count; when the neighbour goes, the threads come back. Linux
+only: elsewhere (no ``/proc/stat``) the count stays as configured.
 """
 from __future__ import annotations
 

@@ -36,7 +36,7 @@ def spinning_allowed() -> bool:
     """Whether ONNX Runtime's waiting threads may spin: only with ``OMP_WAIT_POLICY=ACTIVE`` (the
     toolchain's one knob for waiting threads; unset by default). Why: beside one busy neighbour
     a 2-thread session of the default student's int8 file ran 2.73-2.93x slower with ONNX
-    Runtime's default spinning and 1.53-1.56x with it off (19-27 % slower alone;
+    Runtime's default spinning and 1.45-1.60x with it off (19-27 % slower alone;
     benchmarks/neighbours.py, 2-core Xeon), and phones and boards always have neighbours."""
     return os.environ.get("OMP_WAIT_POLICY", "").strip().upper() == "ACTIVE"
 
