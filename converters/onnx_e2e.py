@@ -292,19 +292,22 @@ def e2e_file(conv: Any, source: Path, p: Precision, source_recipe: dict) -> None
     onnx.save(build_e2e(source, t.tokenizer_dir, t.labels, conv.spec.max_length), str(path))
     pre = session(preprocessing(t.tokenizer_dir, conv.spec.max_length).SerializeToString())
     full = session(path, threads=conv.config.threads)
-    ref, out, differ = [], [], []
+    feeds, inputs, differ = [], [], []
     for i, item in enumerate(t.items):
         texts = list(item) if isinstance(item, tuple) else [item]
         enc = t.tokenizer.encode([texts[0]], texts[1:] or None,
                                  max_length=conv.spec.max_length)
         n = int(enc.attention_mask[0].sum())
-        feed = {k: v[:, :n] for k, v in enc.as_dict().items()}
-        got = dict(zip(INPUT_NAMES, pre.run(list(INPUT_NAMES),
-                                            {"text": np.array(texts, dtype=object)})))
-        if any(not np.array_equal(got[k], feed[k]) for k in INPUT_NAMES):
+        feeds.append({k: v[:, :n] for k, v in enc.as_dict().items()})
+        inputs.append({"text": np.array(texts, dtype=object)})
+        got = dict(zip(INPUT_NAMES, pre.run(list(INPUT_NAMES), inputs[-1])))
+        if any(not np.array_equal(got[k], feeds[-1][k]) for k in INPUT_NAMES):
             differ.append(i)
-        ref += torch_logits(conv.model, [feed])
-        out.append(full.run(["logits"], {"text": np.array(texts, dtype=object)})[0])
+    # torch's texts, then ONNX Runtime's, not one of each in turn: torch's OpenMP thread spins
+    # briefly after each call and took a core from ONNX Runtime's (the file's parity took 3 s
+    # longer in turn with GOMP_SPINCOUNT=10000, 2-core Xeon)
+    ref = torch_logits(conv.model, feeds)
+    out = [full.run(["logits"], feed)[0] for feed in inputs]
     if differ and not spiece:
         raise ConversionError(f"onnxruntime-extensions tokenizes {len(differ)} of"
                               f" {len(t.items)} texts differently from the runtime (first:"
