@@ -41,6 +41,15 @@ def machine() -> dict[str, Any]:
             "os": platform.platform(), "python": platform.python_version(), "versions": versions}
 
 
+def openmp_env(extra: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment with its OpenMP settings replaced by ``extra``: a child's wait
+    policy, spin count and thread count are the condition a benchmark measures (importing
+    edge_albert here set the package's default spin count)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")}
+    return {**env, **extra}
+
+
 def quick_setup(work: Path) -> dict[str, Path]:
     """A tiny random ALBERT, its tokenizer and a generated task: the --quick modes' subject."""
     from edge_albert.config import TokenizerConfig

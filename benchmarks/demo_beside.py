@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -36,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, machine, write_results
+from _common import RESULTS, machine, openmp_env, write_results
 
 MAIN_SETUP = ['convert.if_installed=["onnx-e2e"]']
 NOT_SHARING = ["finetune.share_cores=false", "distill.share_cores=false"]
@@ -65,7 +64,7 @@ def _start(run_dir: Path, sets: Sequence[str], env: dict[str, str]) -> subproces
     # into a file, not a pipe nobody reads while it runs; the child keeps its own copy of the fd
     with open(run_dir.with_suffix(".log"), "w") as log:
         return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, text=True,
-                                env={**_clean_env(), **env})
+                                env=openmp_env(env))
 
 
 def _stages(run_dir: Path, started: float) -> dict[str, Any]:
@@ -89,13 +88,6 @@ def _stages(run_dir: Path, started: float) -> dict[str, Any]:
                                      if "threads" in r]
         out[st] = row
     return out
-
-
-def _clean_env() -> dict[str, str]:
-    """This environment without OpenMP settings: each condition sets its own (importing
-    edge_albert here set the package's default spin count)."""
-    return {k: v for k, v in os.environ.items()
-            if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")}
 
 
 def run_condition(n: int, sets: Sequence[str], env: dict[str, str],

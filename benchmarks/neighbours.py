@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, machine, write_results
+from _common import RESULTS, machine, openmp_env, write_results
 
 WORKLOAD = r"""
 import json, sys, time, torch
@@ -101,12 +101,6 @@ POLICIES = {"libgomp default": ({}, False, False),
 QUICK = ("libgomp default", "OMP_WAIT_POLICY=PASSIVE", DEFAULT)
 
 
-def _env(extra: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "GOMP_SPINCOUNT")}
-    return {**env, **extra}
-
-
 def measure(policy: dict[str, str], steps: int, beside: bool = True, *,
             workload: str = WORKLOAD, args: Sequence[str] = (),
             neighbour_args: Sequence[str] | None = None) -> dict[str, float]:
@@ -118,7 +112,7 @@ def measure(policy: dict[str, str], steps: int, beside: bool = True, *,
         argv = ([a[0], str(n), str(seconds), *a[1:]] if workload is RUNTIME_WORKLOAD
                 else [str(n), str(seconds), *a])
         return subprocess.Popen([sys.executable, "-c", workload, *argv],
-                                env=_env(policy), stdout=subprocess.PIPE, text=True)
+                                env=openmp_env(policy), stdout=subprocess.PIPE, text=True)
 
     alone = json.loads(run(steps).communicate()[0])
     if not beside:
