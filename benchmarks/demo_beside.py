@@ -19,7 +19,8 @@ other demo / wall time alone with the same settings.
     python benchmarks/demo_beside.py            # ~35 minutes on 2 cores (2 rounds)
     python benchmarks/demo_beside.py --quick --out-dir /tmp/d   # the shape only: tiny runs
 
-Writes ``demo_beside.json`` and ``.md`` (``demo_beside.quick.*`` with --quick).
+Writes ``demo_beside-<isa>.json`` and ``.md`` (``<isa>``: this CPU's class, as in
+``headline-<isa>``: the demo's time depends on the CPU; ``demo_beside.quick.*`` with --quick).
 """
 from __future__ import annotations
 
@@ -142,8 +143,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
               "conditions": rows,
               "command": "python benchmarks/demo_beside.py " + " ".join(argv or sys.argv[1:]),
               "wall_seconds": round(time.time() - t0, 1)}
-    write_results(args.out_dir, "demo_beside.quick" if args.quick else "demo_beside", result,
-                  markdown(result))
+    from edge_albert.runtime.cpu import cpu_facts
+
+    stem = "demo_beside.quick" if args.quick else f"demo_beside-{cpu_facts()['isa']}"
+    write_results(args.out_dir, stem, result, markdown(result))
     print(markdown(result))
     return result
 
