@@ -43,7 +43,7 @@ from ..cli_common import CONTEXT, native_logs_muted
 @click.option("--fallbacks", default=None, metavar="LIST",
               help="Parts kept in float in int8 files: embeddings, attention, pooler, classifier,"
                    " layernorm, softmax, gelu ('none' for none). Default:"
-                   " classifier,layernorm,softmax,gelu,attention.")
+                   " layernorm,softmax,attention.")
 @click.option("--onnx-graph", default=None, type=click.Choice(["plain", "fused"]),
               help="fused: write ONNX Runtime's transformer fusions (Attention, SkipLayerNorm,"
                    " BiasGelu) into the fp32 and int8-dynamic .onnx/.ort files (plain).")

@@ -89,7 +89,7 @@ _MM, _EN, _PC = CalibrationMethod.MINMAX, CalibrationMethod.ENTROPY, Calibration
 _O, _T = Format.ONNX, Format.TFLITE
 
 #: every int8 recipe a search may try, in trial order. Fallback sets: ``none``; ``default``
-#: (classifier, layernorm, softmax, gelu, attention matmuls); ``wide`` (default + embeddings).
+#: (layernorm, softmax, attention matmuls); ``wide`` (default + embeddings).
 #: ONNX dynamic quantizes weight matmuls (and the embedding Gather) only, so its LayerNorm /
 #: Softmax / GELU fallbacks are moot; TFLite dynamic-range takes no fallbacks at all.
 RECIPES: dict[str, Recipe] = {r.name: r for r in (
