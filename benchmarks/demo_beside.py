@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -141,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                                 / rows[CONDITIONS[name][3]]["mean_wall_seconds"], 2)
     result = {"machine": machine(), "sets": base, "rounds": 1 if args.quick else args.repeats,
               "conditions": rows,
-              "command": "python benchmarks/demo_beside.py " + " ".join(argv or sys.argv[1:]),
+              "command": shlex.join(["python", "benchmarks/demo_beside.py", *(argv or sys.argv[1:])]),
               "wall_seconds": round(time.time() - t0, 1)}
     from edge_albert.runtime.cpu import cpu_facts
 
