@@ -142,11 +142,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
                                 / rows[CONDITIONS[name][3]]["mean_wall_seconds"], 2)
     result = {"machine": machine(), "sets": base, "rounds": 1 if args.quick else args.repeats,
               "conditions": rows,
-              "command": shlex.join(["python", "benchmarks/demo_beside.py", *(argv or sys.argv[1:])]),
+              "command": shlex.join(["python", "benchmarks/demo_beside.py",
+                                     *(argv or sys.argv[1:])]),
               "wall_seconds": round(time.time() - t0, 1)}
-    from edge_albert.runtime.cpu import cpu_facts
-
-    stem = "demo_beside.quick" if args.quick else f"demo_beside-{cpu_facts()['isa']}"
+    stem = "demo_beside.quick" if args.quick else f"demo_beside-{result['machine']['isa']}"
     write_results(args.out_dir, stem, result, markdown(result))
     print(markdown(result))
     return result
