@@ -20,6 +20,12 @@ translator has to be talked out of:
 * ALBERT's shared layer is one set of ``tf.Variable`` objects read by every pass, so the file
   stores it once (checked by the tiny-12 vs tiny size test); ``num_hidden_groups > 1`` and
   ``inner_group_num > 1`` pick the group and inner layer the way transformers does.
+* the last pass runs for the first token only: the classifier reads nothing else, so that
+  pass computes keys and values for every token but the query, the attention output, the FFN
+  and both LayerNorms for one row per example (exact, not an approximation; torch computes the
+  other rows and drops them). On int8-static files of the default SST-2 student's shape (6
+  layers, hidden 352) that cut batch 1 x 64 tokens from 2.37 to 2.14 ms (AMD EPYC, 1 thread,
+  interleaved).
 
 :func:`check_against_torch` compares this graph with the torch model before anything is converted.
 Ops sit under name scopes (``embeddings``, ``mask``, ``encoder/layer_3/attention``, ``layernorm``,
@@ -138,25 +144,29 @@ def make_tf_albert(model, *, mask_value: float = ATTENTION_MASK_VALUE):
                     return tf.nn.relu(x)
                 return tf.nn.gelu(x, approximate=_GELU[self.act])
 
-        def layer(self, x, bias, batch, seq, prefix: str):
-            """One ALBERT layer on x [batch*seq, hidden]."""
+        def layer(self, x, bias, batch, seq, prefix: str, *, cls_only: bool = False):
+            """One ALBERT layer on x [batch*seq, hidden]; ``cls_only``: the last pass, whose
+            output the classifier reads at the first token only (see :func:`make_tf_albert`),
+            returns [batch, hidden] for that token."""
             d = self.hidden // self.heads
 
-            def heads(t):
-                return tf.transpose(tf.reshape(t, [batch, seq, self.heads, d]), [0, 2, 1, 3])
+            def heads(t, n):
+                return tf.transpose(tf.reshape(t, [batch, n, self.heads, d]), [0, 2, 1, 3])
 
             with tf.name_scope("attention"):
-                q = heads(self.dense(x, prefix + "attention.query"))
-                k = heads(self.dense(x, prefix + "attention.key"))
-                v = heads(self.dense(x, prefix + "attention.value"))
+                rows = tf.reshape(x, [batch, seq, self.hidden])[:, 0] if cls_only else x
+                n = 1 if cls_only else seq
+                q = heads(self.dense(rows, prefix + "attention.query"), n)
+                k = heads(self.dense(x, prefix + "attention.key"), seq)
+                v = heads(self.dense(x, prefix + "attention.value"), seq)
                 scores = tf.matmul(q, k, transpose_b=True)  # 1/sqrt(d) is in q's weights
                 with tf.name_scope("softmax"):
                     # mask and softmax share a scope, so the softmax fallback keeps the whole
                     # masked-score path in float (see the module docstring)
                     probs = tf.nn.softmax(scores + bias, axis=-1)
                 ctx = tf.reshape(tf.transpose(tf.matmul(probs, v), [0, 2, 1, 3]),
-                                 [batch * seq, self.hidden])
-                attn = self.norm(x + self.dense(ctx, prefix + "attention.dense"),
+                                 [batch * n, self.hidden])
+                attn = self.norm(rows + self.dense(ctx, prefix + "attention.dense"),
                                  prefix + "attention.LayerNorm")
             with tf.name_scope("ffn"):
                 h = self.activation(self.dense(attn, prefix + "ffn"))
@@ -183,10 +193,11 @@ def make_tf_albert(model, *, mask_value: float = ATTENTION_MASK_VALUE):
                 for i in range(self.layers):
                     g = int(i / per_group)
                     for j in range(self.inner):
+                        last = i == self.layers - 1 and j == self.inner - 1
                         with tf.name_scope(f"layer_{i}_{j}" if self.inner > 1 else f"layer_{i}"):
                             x = self.layer(x, bias, batch, seq, "albert.encoder.albert_layer_groups"
-                                           f".{g}.albert_layers.{j}.")
-            cls = tf.reshape(x, [batch, seq, self.hidden])[:, 0]
+                                           f".{g}.albert_layers.{j}.", cls_only=last)
+            cls = x  # [batch, hidden]: the last pass ran for the first token only
             with tf.name_scope("pooler"):  # tanh; DistilBERT's head (its ALBERT form): ReLU
                 dense = self.dense(cls, "albert.pooler")
                 pooled = tf.nn.relu(dense) if self.pooler_relu else tf.tanh(dense)
