@@ -92,16 +92,33 @@ def describe_file(path: Path, fmt: Format, precision: Precision, recipe: dict, *
     return meta, par
 
 
-def export_fp32_onnx(model, path: Path, spec: ExportSpec, params: int) -> dict:
+def export_fp32_onnx(model, path: Path, spec: ExportSpec, params: int, *,
+                     first_token_last_pass: bool = True) -> dict:
     """The fp32 ONNX file every ONNX int8 recipe starts from; returns its recipe description."""
     from .onnx_export import export_onnx
 
     example = _example(int(model.config.vocab_size), min(spec.buckets))
-    info = export_onnx(model, path, example, spec=spec, parameters=params)
+    info = export_onnx(model, path, example, spec=spec, parameters=params,
+                       first_token_last_pass=first_token_last_pass)
     return {"recipe": "torch.onnx.export(dynamo=True)", "opset": spec.opset,
+            "last_pass": "first token" if first_token_last_pass else "every token",
             "folded_weight_transposes": info.folded_transposes,
             "merged_initializers": info.merged_initializers,
             "float_weight_bytes": info.initializer_bytes}
+
+
+def export_fused_onnx(model, path: Path, spec: ExportSpec, params: int) -> dict:
+    """The fp32 graph with ONNX Runtime's transformer fusions (:mod:`.onnx_fuse`); returns its
+    recipe. Exported with every pass for every token: the fusions pack Q/K/V into one weight,
+    and a first-token last pass would keep its own Q/K/V beside it, a second copy of a shared
+    layer (see :func:`.onnx_export.logits_module`)."""
+    from .onnx_fuse import fuse_model_file
+
+    every = path.with_name(path.stem + ".every-token.onnx")
+    recipe = export_fp32_onnx(model, every, spec, params, first_token_last_pass=False)
+    recipe.update(fuse_model_file(model, every, path, params))
+    every.unlink()
+    return recipe
 
 
 def text_in_parity(ref: list, out: list, texts: list[str], differ: list[int], fmt: Format,
@@ -266,11 +283,9 @@ class Converter:
         recipes[Precision.FP32]["graph"] = OnnxGraph.PLAIN.value
         source = plain
         if c.onnx_graph is OnnxGraph.FUSED:
-            from .onnx_fuse import fuse_model_file
-
             source = scratch / "src" / "fused.onnx"
-            recipes[Precision.FP32].update(self.steps.run("onnx fuse", functools.partial(
-                fuse_model_file, self.model, plain, source, self.params)))
+            recipes[Precision.FP32] = self.steps.run("onnx fuse", functools.partial(
+                export_fused_onnx, self.model, source, self.spec, self.params))
         shutil.copyfile(source, fp32)
         for p in precs:
             dst = scratch / model_filename(Format.ONNX, p)

@@ -41,14 +41,23 @@ class OnnxExport:
     merged_initializers: int
 
 
-def logits_module(model, mask_value: float = ATTENTION_MASK_VALUE):
+def logits_module(model, mask_value: float = ATTENTION_MASK_VALUE, *,
+                  first_token_last_pass: bool = True):
     """``model`` as a module of the three spec inputs returning only the logits, in eval mode.
 
     The [batch, seq] mask goes in as the additive [batch, 1, 1, seq] mask
     ``(1 - mask) * mask_value`` (transformers uses a 4-D mask as given): the exporter then
     writes four small ops instead of transformers 5's Range / GatherND / Where mask builder, and
-    ONNX Runtime's attention fusion recognises the form (see :mod:`.onnx_fuse`)."""
+    ONNX Runtime's attention fusion recognises the form (see :mod:`.onnx_fuse`).
+
+    ``first_token_last_pass`` (ALBERT models): the last pass runs for the first token only, as
+    in the TFLite graph (:mod:`.tf_albert` says why and what it saves); the same logits, since
+    the classifier reads nothing else. Off for the graph ONNX Runtime's fusions rewrite: their
+    packed QKV weight would sit beside the last pass's own Q/K/V, a second copy of a shared
+    layer."""
     import torch
+
+    first_token = first_token_last_pass and getattr(model.config, "model_type", "") == "albert"
 
     class LogitsOnly(torch.nn.Module):
         def __init__(self, inner) -> None:
@@ -57,10 +66,46 @@ def logits_module(model, mask_value: float = ATTENTION_MASK_VALUE):
 
         def forward(self, input_ids, attention_mask, token_type_ids):
             keep = attention_mask.unsqueeze(1).unsqueeze(2).to(torch.float32)
-            return self.inner(input_ids=input_ids, attention_mask=(1.0 - keep) * mask_value,
+            bias = (1.0 - keep) * mask_value
+            if first_token:
+                return albert_logits_first_token(self.inner, input_ids, bias, token_type_ids)
+            return self.inner(input_ids=input_ids, attention_mask=bias,
                               token_type_ids=token_type_ids).logits
 
     return LogitsOnly(model).eval()
+
+
+def albert_logits_first_token(clf, input_ids, bias, token_type_ids):
+    """An ``AlbertForSequenceClassification``'s logits (eval mode, eager attention) with its
+    last pass computed for the first token only: keys and values for every token, the query,
+    attention output, FFN and LayerNorms for one row per example. Mirrors transformers'
+    ``AlbertTransformer`` / ``AlbertLayer`` / ``AlbertAttention`` forward, reading their
+    modules, so the weights are the model's own."""
+    import torch
+
+    albert, cfg = clf.albert, clf.config
+    enc = albert.encoder
+    x = enc.embedding_hidden_mapping_in(albert.embeddings(input_ids,
+                                                          token_type_ids=token_type_ids))
+    per_group = cfg.num_hidden_layers / cfg.num_hidden_groups
+    passes = [layer for i in range(cfg.num_hidden_layers)
+              for layer in enc.albert_layer_groups[int(i / per_group)].albert_layers]
+    for layer in passes[:-1]:
+        x = layer(x, bias)
+    last, att = passes[-1], passes[-1].attention
+    batch, seq, d = x.shape[0], x.shape[1], att.attention_head_size
+
+    def heads(t, n):
+        return t.view(batch, n, -1, d).transpose(1, 2)
+
+    first = x[:, :1]
+    q = heads(att.query(first), 1)
+    k, v = heads(att.key(x), seq), heads(att.value(x), seq)
+    probs = torch.softmax(torch.matmul(q, k.transpose(2, 3)) * att.scaling + bias, dim=-1)
+    ctx = torch.matmul(probs, v).transpose(1, 2).reshape(batch, 1, -1)
+    a = att.LayerNorm(first + att.dense(ctx))
+    out = last.full_layer_layer_norm(last.ff_chunk(a) + a)[:, 0]
+    return clf.classifier(clf.dropout(albert.pooler_activation(albert.pooler(out))))
 
 
 def use_eager_attention(model) -> None:
@@ -162,11 +207,12 @@ def _check_padded(example: Mapping[str, np.ndarray]) -> None:
 
 
 def export_onnx(model, path: str | Path, example: Mapping[str, np.ndarray], *, spec: ExportSpec,
-                parameters: int) -> OnnxExport:
+                parameters: int, first_token_last_pass: bool = True) -> OnnxExport:
     """Export ``model`` (a transformers sequence classifier) to one self-contained ``.onnx``.
 
     ``example`` is a padded batch (int64 feeds by input name); batch and sequence axes are
-    dynamic (sequence up to the model's ``max_position_embeddings``). Raises ConversionError if
+    dynamic (sequence up to the model's ``max_position_embeddings``); ``first_token_last_pass``
+    as in :func:`logits_module`. Raises ConversionError if
     the float weights stored exceed ``STORAGE_SLACK x 4 x parameters`` (shared layer copied).
     """
     import onnx
@@ -175,7 +221,7 @@ def export_onnx(model, path: str | Path, example: Mapping[str, np.ndarray], *, s
 
     _check_padded(example)
     use_eager_attention(model)
-    wrapper = logits_module(model, spec.mask_value)
+    wrapper = logits_module(model, spec.mask_value, first_token_last_pass=first_token_last_pass)
     args = tuple(torch.from_numpy(np.asarray(example[n], dtype=np.int64)) for n in INPUT_NAMES)
     max_pos = int(getattr(model.config, "max_position_embeddings", spec.max_length))
     batch = torch.export.Dim("batch", min=1)

@@ -107,11 +107,11 @@ class _Search:
     def fused_source(self, plain: Path) -> Path:
         """The fp32 reference with ONNX Runtime's fusions, made once per search (what fused is
         kept in ``_fusion`` for the recipe rows)."""
-        from .onnx_fuse import fuse_model_file
+        from .convert_files import export_fused_onnx
 
         path = plain.with_name(plain.stem + ".fused.onnx")
         if not path.exists():
-            made = fuse_model_file(self.model, plain, path, self.params)
+            made = export_fused_onnx(self.model, path, self.spec, self.params)
             self._fusion = {k: made[k] for k in ("fused_ops", "rewrites")}
         return path
 

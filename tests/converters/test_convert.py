@@ -187,6 +187,30 @@ def test_tflite_last_pass_runs_for_the_first_token_only(converted, name):
         else:  # query and output projection per example, keys and values per token
             assert seen == {batch, batch * seq}, key
 
+def test_onnx_last_pass_runs_for_the_first_token_only(converted, tiny_model):
+    """As in the TFLite files: every FFN matmul output of the fp32 .onnx, read by running the
+    graph with those outputs exposed, has a row per token except the last pass's, one per
+    example."""
+    import onnx
+    import onnxruntime as ort
+    from transformers import AutoConfig
+
+    layers = AutoConfig.from_pretrained(tiny_model).num_hidden_layers
+    proto = onnx.load(str(converted.path / "model.fp32.onnx"))
+    inits = {i.name for i in proto.graph.initializer}
+    ffn = [n.output[0] for n in proto.graph.node if n.op_type in ("MatMul", "Gemm")
+           and any(x in inits and ".ffn.weight" in x for x in n.input)]
+    assert len(ffn) == layers
+    for name in ffn:
+        proto.graph.output.append(onnx.ValueInfoProto(name=name))
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    batch, seq = 2, 16
+    feeds = {n: np.ones((batch, seq), dtype=np.int64) for n in INPUT_NAMES}
+    outs = sess.run(ffn, feeds)
+    rows = sorted(int(np.prod(o.shape[:-1])) for o in outs)
+    assert rows == [batch] + [batch * seq] * (layers - 1)
+
+
 def test_onnx_and_ort_files_load_in_onnxruntime(converted):
     import onnx
     import onnxruntime as ort
