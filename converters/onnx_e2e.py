@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConversionError
-from ..runtime.backends import extensions_library
+from ..runtime.backends import extensions_library, ort_session_options
 from .spec import INPUT_NAMES, OUTPUT_NAME, Precision
 
 TEXT_INPUT = "text"
@@ -260,12 +260,8 @@ def session(path: str | Path | bytes, *, threads: int | None = None) -> Any:
     """An ONNX Runtime session of an e2e file (or model bytes), with the extensions' library."""
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
+    opts = ort_session_options(ort, threads)
     opts.register_custom_ops_library(extensions_library())
-    if threads:
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
     return ort.InferenceSession(path if isinstance(path, bytes) else str(path), sess_options=opts,
                                 providers=["CPUExecutionProvider"])
 
@@ -305,8 +301,11 @@ def e2e_file(conv: Any, source: Path, p: Precision, source_recipe: dict) -> None
             differ.append(i)
     # torch's texts, then ONNX Runtime's, not one of each in turn: torch's OpenMP thread spins
     # briefly after each call and took a core from ONNX Runtime's (the file's parity took 3 s
-    # longer in turn with GOMP_SPINCOUNT=10000, 2-core Xeon)
-    ref = torch_logits(conv.model, feeds)
+    # longer in turn with GOMP_SPINCOUNT=10000, 2-core Xeon). One torch thread: a text per call
+    # is too little work to split, and a second thread waits at every op's barrier, behind a
+    # neighbour when there is one (two demo conversions side by side spent 23.5 s instead of
+    # 3.9 s on these three files' checks with two threads, 4.0 s with one; AMD EPYC)
+    ref = torch_logits(conv.model, feeds, threads=1)
     out = [full.run(["logits"], feed)[0] for feed in inputs]
     if differ and not spiece:
         raise ConversionError(f"onnxruntime-extensions tokenizes {len(differ)} of"

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConversionError
+from ..runtime.backends import ort_session_options
 from .spec import INPUT_NAMES, OUTPUT_NAME, TFLITE_SIGNATURE, Format, Precision, tolerance
 
 Feed = Mapping[str, np.ndarray]
@@ -43,14 +44,24 @@ class Parity:
         return {k: v for k, v in asdict(self).items() if k not in ("format", "precision")}
 
 
-def torch_logits(model, batches: Sequence[Feed]) -> list[np.ndarray]:
+def torch_logits(model, batches: Sequence[Feed], *, threads: int | None = None
+                 ) -> list[np.ndarray]:
+    """The torch model's logits, batch by batch; ``threads``: torch's thread count meanwhile
+    (None: as it is)."""
     import torch
 
+    saved = torch.get_num_threads()
     out = []
-    with torch.no_grad():
-        for b in batches:
-            feed = {n: torch.from_numpy(np.asarray(b[n], dtype=np.int64)) for n in INPUT_NAMES}
-            out.append(model(**feed).logits.float().numpy())
+    try:
+        if threads:
+            torch.set_num_threads(threads)
+        with torch.no_grad():
+            for b in batches:
+                feed = {n: torch.from_numpy(np.asarray(b[n], dtype=np.int64))
+                        for n in INPUT_NAMES}
+                out.append(model(**feed).logits.float().numpy())
+    finally:
+        torch.set_num_threads(saved)
     return out
 
 
@@ -76,10 +87,7 @@ def run_file(path: str | Path, batches: Sequence[Feed], *, threads: int = 2) -> 
 def _run_ort(path: Path, batches: Sequence[Feed], threads: int) -> list[np.ndarray]:
     import onnxruntime as ort
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
+    so = ort_session_options(ort, threads)
     try:
         sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     except Exception as exc:

@@ -41,6 +41,20 @@ def spinning_allowed() -> bool:
     return os.environ.get("OMP_WAIT_POLICY", "").strip().upper() == "ACTIVE"
 
 
+def ort_session_options(ort: Any, threads: int | None = None) -> Any:
+    """``ort.SessionOptions`` as every session of the toolchain's is run, the converters' parity
+    checks included: ``threads`` intra-op threads and one inter-op, warnings only, waiting
+    threads asleep unless :func:`spinning_allowed` (which says why)."""
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    opts.add_session_config_entry("session.intra_op.allow_spinning",
+                                  "1" if spinning_allowed() else "0")
+    return opts
+
+
 def extensions_library() -> str:
     """The path of onnxruntime-extensions' custom-op library, loaded so that it binds to its
     own symbols first. Why: TensorFlow (and MediaPipe) load their protobuf into the process's
@@ -123,13 +137,7 @@ class OnnxRuntimeBackend(Backend):
             raise RuntimeBackendError("onnxruntime is not installed", where=path,
                                       hint="pip install 'edge-albert[onnx]'") from None
         self._ort = ort
-        opts = self._options(ort)
-        if threads:
-            opts.intra_op_num_threads = threads
-            opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        opts.add_session_config_entry("session.intra_op.allow_spinning",
-                                      "1" if spinning_allowed() else "0")
+        opts = self._options(ort, threads)
         available = set(ort.get_available_providers())
         wanted = []
         for p in providers:
@@ -158,8 +166,8 @@ class OnnxRuntimeBackend(Backend):
         self.fixed_batch = ins[0].shape[0] if isinstance(ins[0].shape[0], int) else None
         self._out = self.session.get_outputs()[0].name
 
-    def _options(self, ort: Any) -> Any:
-        return ort.SessionOptions()
+    def _options(self, ort: Any, threads: int | None) -> Any:
+        return ort_session_options(ort, threads)
 
     def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         f = {n: np.ascontiguousarray(feeds[n], dtype=self._dtypes[n]) for n in self.input_names}
@@ -180,12 +188,12 @@ class TextOnnxBackend(OnnxRuntimeBackend):
     name = "onnxruntime+extensions"
     takes_text = True
 
-    def _options(self, ort: Any) -> Any:
+    def _options(self, ort: Any, threads: int | None) -> Any:
         try:
             library = extensions_library()
         except RuntimeBackendError as exc:
             raise RuntimeBackendError(exc.message, where=self.path, hint=exc.hint) from None
-        opts = ort.SessionOptions()
+        opts = ort_session_options(ort, threads)
         opts.register_custom_ops_library(library)
         return opts
 

@@ -55,6 +55,31 @@ def test_every_format_and_precision_is_written_and_runs(converted, tokenizer_dir
         assert out.shape == (2, 2) and np.isfinite(out).all(), name
 
 
+def test_torch_reference_runs_on_the_threads_asked_and_gives_them_back(tiny_model,
+                                                                      tokenizer_dir):
+    """The text-in files' torch reference runs one text per call on one thread (a second one
+    only waits at each op's barrier, behind a neighbour when there is one); torch's count is
+    restored after, and the logits are those of torch's own threads."""
+    import torch
+    from edge_albert.converters.parity import torch_logits
+
+    from edge_albert.modeling import load_classifier
+
+    model = load_classifier(tiny_model)
+    feeds = _feeds(tokenizer_dir, ["good lovely warm .", "bleak dull weak tired ."], 16)
+    seen: list[int] = []
+    model.register_forward_hook(lambda *_: seen.append(torch.get_num_threads()))
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        (one,) = torch_logits(model, [feeds], threads=1)
+        assert seen == [1] and torch.get_num_threads() == 2
+        (default,) = torch_logits(model, [feeds])
+    finally:
+        torch.set_num_threads(saved)
+    assert seen == [1, 2] and np.allclose(one, default, atol=1e-5)
+
+
 def test_fp32_parity_holds_on_padded_real_inputs(converted, tiny_model, tokenizer_dir):
     extra = converted.extra["parity_inputs"]
     assert extra["n"] >= 256 and extra["padded_rows"] >= 200 and len(extra["widths"]) >= 2
