@@ -91,8 +91,10 @@ def albert_logits_first_token(clf, input_ids, bias, token_type_ids):
     passes = [layer for i in range(cfg.num_hidden_layers)
               for layer in enc.albert_layer_groups[int(i / per_group)].albert_layers]
     for layer in passes[:-1]:
-        x = layer(x, bias)
+        out = layer(x, bias)
+        x = out[0] if isinstance(out, tuple) else out  # transformers 4 returns a tuple
     last, att = passes[-1], passes[-1].attention
+    scaling = getattr(att, "scaling", att.attention_head_size ** -0.5)  # not in transformers 4
     batch, seq, d = x.shape[0], x.shape[1], att.attention_head_size
 
     def heads(t, n):
@@ -101,7 +103,7 @@ def albert_logits_first_token(clf, input_ids, bias, token_type_ids):
     first = x[:, :1]
     q = heads(att.query(first), 1)
     k, v = heads(att.key(x), seq), heads(att.value(x), seq)
-    probs = torch.softmax(torch.matmul(q, k.transpose(2, 3)) * att.scaling + bias, dim=-1)
+    probs = torch.softmax(torch.matmul(q, k.transpose(2, 3)) * scaling + bias, dim=-1)
     ctx = torch.matmul(probs, v).transpose(1, 2).reshape(batch, 1, -1)
     a = att.LayerNorm(first + att.dense(ctx))
     out = last.full_layer_layer_norm(last.ff_chunk(a) + a)[:, 0]
