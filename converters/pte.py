@@ -10,8 +10,8 @@ activations quantized per call (``int8-dynamic``) or with ranges calibrated on t
 
 The exported module is the classifier's own submodules, its last pass for the first token only
 (the classifier reads nothing else: :func:`.onnx_export.albert_logits_first_token`), with three
-graph choices that keep the work inside the delegate (measured on the SST-2 student: 42 delegate pieces without them, 34 with;
-latency 1.8x -> 1.1x of the int8 TFLite file):
+graph choices that keep the work inside the delegate (measured on the SST-2 student: 42 delegate
+pieces without them, 34 with; latency 1.8x -> 1.1x of the int8 TFLite file):
 
 * the attention mask enters as a ready additive 4-D mask (``ATTENTION_MASK_VALUE`` on padded
   keys): transformers' boolean-mask path fails after ``prepare_pt2e`` and its checks are ops
