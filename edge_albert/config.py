@@ -306,8 +306,13 @@ class TrainConfig:
     # on CPU, use only the cores other busy processes leave idle (edge_albert/core_share.py)
     share_cores: bool = True
     device: str = "auto"  # "auto" (the GPU when torch sees one), "cpu", "cuda" or "cuda:N"
+    # "fp32"; "bf16": the forward's matmuls under bfloat16 autocast (losses stay fp32); "auto":
+    # bf16 where the device computes it natively (AVX512-BF16/AMX/Arm BF16 CPUs, bf16 GPUs)
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
+        if self.precision not in ("fp32", "bf16", "auto"):
+            raise ValueError(f"precision must be fp32, bf16 or auto, got {self.precision!r}")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.batch_size < 1:

@@ -287,6 +287,7 @@ def run_distill(cfg: DistillConfig, teacher_dir: str | Path, train: Dataset, dev
             return None
         student, prune_info = done
         result = {"best_step": None, "steps": prune_info["steps"], "device": prune_info["device"],
+                  "precision": prune_info["precision"],
                   "train_seconds": sum(p["train_seconds"] for p in prune_info["phases"]),
                   "history": [{"prune_step": p["step"], **p["dev"]} for p in prune_info["phases"]]}
     else:
@@ -319,7 +320,7 @@ def run_distill(cfg: DistillConfig, teacher_dir: str | Path, train: Dataset, dev
                 "prune": prune_info} if pruned else {}),
             "best_step": result["best_step"], "steps": result["steps"],
             "train_seconds": round(result["train_seconds"], 1), "device": result["device"],
-            "labels": names, "history": result["history"],
+            "precision": result["precision"], "labels": names, "history": result["history"],
         })
     shutil.rmtree(ckpt, ignore_errors=True)
     return w.manifest

@@ -53,11 +53,12 @@ class DistillLoss(nn.Module):
         s = self.student(**inputs, output_hidden_states=self.use_hidden,
                          output_attentions=self.use_attention)
         t_logits = batch["soft"].float()
+        s_logits = s.logits.float()  # bf16 under autocast: the losses are taken in fp32
         T = cfg.temperature
-        kd = nn.functional.kl_div(nn.functional.log_softmax(s.logits / T, -1),
+        kd = nn.functional.kl_div(nn.functional.log_softmax(s_logits / T, -1),
                                   nn.functional.softmax(t_logits / T, -1),
                                   reduction="batchmean") * T * T
-        ce = nn.functional.cross_entropy(s.logits, batch["labels"])
+        ce = nn.functional.cross_entropy(s_logits, batch["labels"])
         loss = cfg.ce_weight * ce + cfg.kd_weight * kd
         logs = {"ce": ce.item(), "kd": kd.item()}
         if want:
@@ -74,8 +75,8 @@ class DistillLoss(nn.Module):
                 logs["hidden"] = float(mse.detach())
             if self.use_attention:
                 rows = mask.unsqueeze(-1).float()
-                t_last = t.attentions[-1].mean(1)
-                s_last = s.attentions[-1].mean(1)
+                t_last = t.attentions[-1].float().mean(1)
+                s_last = s.attentions[-1].float().mean(1)
                 kl = (t_last * (torch.log(t_last + 1e-9) - torch.log(s_last + 1e-9))).sum(-1)
                 kl = (kl * rows.squeeze(-1)).sum() / rows.sum()
                 loss = loss + cfg.attention_weight * kl
@@ -83,12 +84,12 @@ class DistillLoss(nn.Module):
         return loss, logs
 
     def _student_hidden(self, h: torch.Tensor) -> torch.Tensor:
-        return self.proj(h) if self.proj is not None else h
+        return (self.proj(h) if self.proj is not None else h).float()
 
     def _teacher_hidden(self, h: torch.Tensor) -> torch.Tensor:
         if self.hidden_index is None:
-            return h
-        return h.index_select(-1, self.hidden_index.to(h.device))
+            return h.float()
+        return h.index_select(-1, self.hidden_index.to(h.device)).float()
 
 
 __all__ = ["DistillLoss"]

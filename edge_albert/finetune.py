@@ -46,7 +46,8 @@ class ClassifierLoss(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]):
         out = self.model(**model_inputs(self.model, batch))
-        loss = nn.functional.cross_entropy(out.logits, batch["labels"])
+        # fp32 loss: the logits are bf16 under autocast
+        loss = nn.functional.cross_entropy(out.logits.float(), batch["labels"])
         return loss, {}
 
 
@@ -120,7 +121,8 @@ def run_finetune(cfg: FinetuneConfig, model_name: str | Path, train: Dataset, de
         w.extra.update({"dev": {k: v for k, v in final.items() if k != "score"},
                         "best_step": result["best_step"], "steps": result["steps"],
                         "train_seconds": round(result["train_seconds"], 1),
-                        "device": result["device"], "labels": names, "history": result["history"]})
+                        "device": result["device"], "precision": result["precision"],
+                        "labels": names, "history": result["history"]})
     shutil.rmtree(ckpt, ignore_errors=True)
     return w.manifest
 

@@ -58,7 +58,15 @@ from .artifacts import atomic_write_text
 from .config import DistillConfig
 from .distill_loss import DistillLoss
 from .errors import ConfigError
-from .training import TokenizedSet, Trainer, device_name, model_inputs, resolve_device, world
+from .training import (
+    TokenizedSet,
+    Trainer,
+    device_name,
+    model_inputs,
+    resolve_device,
+    resolve_precision,
+    world,
+)
 
 FFN_MULTIPLE = 16
 
@@ -351,7 +359,8 @@ def prune_and_recover(cfg: DistillConfig, albert: Any, teacher: Any, data: Token
             lines = part.read_text(encoding="utf-8").splitlines() if part.is_file() else []
             log.writelines(json.dumps({"prune_step": k, **json.loads(x)}) + "\n" for x in lines)
     return model, {"phases": phases, "teacher_layers_kept": origin_layers, "steps": steps_total,
-                   "device": device_name(resolve_device(cfg.device))}
+                   "device": device_name(device := resolve_device(cfg.device)),
+                   "precision": resolve_precision(cfg.precision, device)}
 
 
 __all__ = ["Scores", "albert_flops", "candidate_shapes", "choose_keep",

@@ -121,6 +121,18 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def resolve_precision(name: str, device: torch.device) -> str:
+    """The precision a config's ``precision`` means on ``device``: "auto" is bf16 where the
+    hardware computes it natively (on a CPU without it, bf16 is emulated and slower), else fp32."""
+    if name != "auto":
+        return name
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    from .runtime.cpu import cpu_facts, native_bf16
+
+    return "bf16" if native_bf16(cpu_facts()["flags"]) else "fp32"
+
+
 def device_name(device: torch.device) -> str:
     """What a manifest records as the training device."""
     if device.type == "cuda":
@@ -186,10 +198,10 @@ def _param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]
 
 
 # Settings a resumed run may change: its length (the linear decay is re-aimed at the new end),
-# how often it evaluates and checkpoints, its thread counts and its device (a run started on a CPU
-# may go on on a GPU). Any other change is refused.
+# how often it evaluates and checkpoints, its thread counts, its device (a run started on a CPU
+# may go on on a GPU) and its precision. Any other change is refused.
 RESUMABLE_KEYS = frozenset({"epochs", "max_steps", "eval_every", "checkpoint_every", "threads",
-                            "share_cores", "device"})
+                            "share_cores", "device", "precision"})
 
 
 def _config_diff(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
@@ -218,6 +230,7 @@ class Trainer:
         self.stop_after = _STOP_AFTER.get()  # tests: stop (as if killed) after this many steps
         self.rank, self.world = world()
         self.device = resolve_device(cfg.device)
+        self.precision = resolve_precision(cfg.precision, self.device)
         self.module.to(self.device)
         global_batch = cfg.batch_size * self.world
         self.steps_per_epoch = max(1, math.ceil(len(data) / global_batch))
@@ -338,11 +351,16 @@ class Trainer:
         share = (CoreShare(torch.get_num_threads(), torch.set_num_threads)
                  if cfg.share_cores and self.world == 1 and self.device.type == "cpu" else None)
         model.train()
+        self._log({"precision": self.precision})
         t0, seen = time.perf_counter(), 0
         while step < self.total_steps:
             batch = {k: v.to(self.device, non_blocking=True)
                      for k, v in self.data.batch(self._batch_indices(step)).items()}
-            loss, logs = model(batch)
+            # bf16: matmuls in bfloat16, weights, optimizer and losses in fp32 (no loss scaling
+            # needed: bf16 has fp32's exponent range)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16,
+                                enabled=self.precision == "bf16"):
+                loss, logs = model(batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:
@@ -381,4 +399,4 @@ class Trainer:
             self.module.load_state_dict(best["state"])
         return {"best_step": best["step"], "best": best["metrics"], "history": self.history,
                 "steps": self.total_steps, "train_seconds": time.perf_counter() - t0,
-                "device": device_name(self.device)}
+                "device": device_name(self.device), "precision": self.precision}

@@ -111,6 +111,12 @@ def isa_class(flags: set[str] | list[str], machine: str) -> str:
     return "x86"
 
 
+def native_bf16(flags: set[str] | list[str]) -> bool:
+    """Whether the CPU computes bfloat16 dot products itself (AVX512-BF16, AMX, Armv8.6 BF16),
+    so bf16 autocast in training is faster than fp32 rather than emulated and slower."""
+    return bool(set(flags) & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
 def cpu_facts(cpuinfo: str | None = None) -> dict[str, Any]:
     """CPU model, board, the int8/fp16 flags (and where they were read), the ISA class, cores."""
     machine = platform.machine()
@@ -132,4 +138,4 @@ def cpu_facts(cpuinfo: str | None = None) -> dict[str, Any]:
 
 
 __all__ = ["ARM_FLAGS", "INT8_DOT", "X86_FLAGS", "auxv_flags", "cpu_facts", "interesting_flags",
-           "is_arm", "isa_class", "parse_cpuinfo", "read_cpuinfo"]
+           "is_arm", "isa_class", "native_bf16", "parse_cpuinfo", "read_cpuinfo"]
