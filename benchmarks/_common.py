@@ -250,6 +250,9 @@ def perf_profile(path: Path, feed: dict[str, np.ndarray], seconds: float = 6.0,
                 "from edge_albert.runtime.backends import open_backend\n"
                 "b = open_backend(sys.argv[1], threads=1)\n"
                 "f = dict(np.load(sys.argv[2]))\n"
+                # a peer's file may name its inputs otherwise (args_0, ...): by position then
+                "if set(b.input_names) != set(f):\n"
+                f"    f = dict(zip(sorted(b.input_names), (f[n] for n in {INPUTS!r})))\n"
                 "b.run(f)\nt = time.time()\n"
                 "while time.time() - t < float(sys.argv[3]):\n    b.run(f)\n")
         data = Path(d) / "perf.data"

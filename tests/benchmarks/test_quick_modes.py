@@ -162,6 +162,32 @@ def test_quick_headline_has_exactly_the_issue_keys(tmp_path, work):
 
 
 @pytest.mark.slow
+def test_headline_peer_gap_profiles_our_file_and_the_peers_side_by_side(work):
+    """For a peer under its 1.3x target: perf on both files at batch 1 x 64, ms per kernel kind,
+    and the ratio our file would reach with every op but its GEMMs free."""
+    headline = load("headline")
+    art = headline.subjects(headline.parse(["--quick", "--work", str(work)]), work)["artifact"]
+    from _common import feeds_at
+    from edge_albert.runtime.tokenizer import TextTokenizer
+
+    feed = feeds_at(TextTokenizer.load(art), ["play some jazz"], seq=64, batch=1, n_batches=1)[0]
+    peers = {"headline": {"run_convert_defaults": {"peers": {
+        "litert-torch": {"best": {"file": str(art / "model.int8-dynamic.tflite"), "p50_ms": 1.1}},
+        "optimum": {"best": {"file": str(art / "model.int8-static.onnx"), "p50_ms": 2.0}}}}}}
+    gaps = headline.peer_gaps(peers, {"p50_ms": 1.0}, art, "model.int8-static.tflite", feed, 1.0)
+    if not gaps:
+        pytest.skip("perf is absent or not allowed here")
+    assert [g["tool"] for g in gaps] == ["litert-torch"]  # optimum's 2.0x is over the target
+    g = gaps[0]
+    assert 0 < g["ours_gemm_ms"] < 1.0 and g["ceiling"] == round(1.1 / g["ours_gemm_ms"], 3)
+    assert g["other_ms"] == pytest.approx(1.0 - g["ours_gemm_ms"], abs=1e-3)
+    assert 0.9 <= sum(k["ours_ms"] for k in g["kinds"]) <= 1.02
+    assert 0.9 * 1.1 <= sum(k["theirs_ms"] for k in g["kinds"]) <= 1.02 * 1.1
+    assert any("int8 GEMM" in k["kind"] and k["ours_ms"] > 0 and k["theirs_ms"] > 0
+               for k in g["kinds"])
+
+
+@pytest.mark.slow
 def test_quick_neighbours_times_each_policy_alone_and_beside_a_neighbour(tmp_path):
     pytest.importorskip("torch")
     result = load("neighbours").main(["--quick", "--out-dir", str(tmp_path)])
@@ -241,3 +267,20 @@ def test_quick_demo_beside_runs_real_demos_and_reads_their_stages(tmp_path):
     assert rows["alone"]["slowdown"] == 1.0
     md = (tmp_path / "demo_beside.quick.md").read_text()
     assert "| beside a demo, not sharing |" in md
+
+
+@pytest.mark.slow
+def test_quick_precision_trains_the_demo_in_fp32_and_bf16(tmp_path):
+    """One tiny demo per precision: each trained stage's accuracy, training seconds and the
+    precision its manifest says it ran in."""
+    pytest.importorskip("torch")
+    result = load("precision").main(["--quick", "--out-dir", str(tmp_path)])
+    assert [(r["precision"], r["seed"]) for r in result["runs"]] == [("fp32", 0), ("bf16", 0)]
+    for r in result["runs"]:
+        for st in ("teacher", "student"):
+            assert r[st]["resolved"] == r["precision"] and r[st]["train_seconds"] > 0
+            assert 0 <= r[st]["accuracy"] <= 1
+    s = result["summary"]
+    assert s["student_speedup"] == pytest.approx(
+        s["fp32"]["student"]["train_seconds"] / s["bf16"]["student"]["train_seconds"], abs=1e-3)
+    assert "| mean | bf16 |" in (tmp_path / "precision_demo.quick.md").read_text()
