@@ -305,3 +305,21 @@ def write_results(out_dir: Path, stem: str, result: dict[str, Any], markdown: st
     """``<stem>.json`` and ``<stem>.md`` under ``out_dir`` (paths relative to the repo)."""
     dump_json(out_dir / f"{stem}.json", result)
     (out_dir / f"{stem}.md").write_text(portable(markdown))
+
+
+def publish_per_cpu(script: str, argv: Sequence[str] | None, started: float, out_dir: Path,
+                    stem: str, quick: bool, fields: dict[str, Any],
+                    markdown: Callable[[dict[str, Any]], str]) -> dict[str, Any]:
+    """A whole-command benchmark's result: this machine, ``fields``, the command and its wall
+    seconds, written as ``<stem>-<cpu class>.{json,md}`` (``<stem>.quick.*`` with --quick: the
+    figures depend on the CPU) and printed."""
+    import shlex
+
+    result = {"machine": machine(), **fields,
+              "command": shlex.join(["python", f"benchmarks/{script}",
+                                     *(sys.argv[1:] if argv is None else argv)]),
+              "wall_seconds": round(time.time() - started, 1)}
+    name = f"{stem}.quick" if quick else f"{stem}-{result['machine']['isa']}"
+    write_results(out_dir, name, result, markdown(result))
+    print(markdown(result))
+    return result

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, machine, openmp_env, write_results
+from _common import RESULTS, openmp_env, publish_per_cpu
 
 MAIN_SETUP = ['convert.if_installed=["onnx-e2e"]']
 NOT_SHARING = ["finetune.share_cores=false", "distill.share_cores=false"]
@@ -140,15 +139,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     for name, row in rows.items():  # over the alone run of the same settings
         row["slowdown"] = round(row["mean_wall_seconds"]
                                 / rows[CONDITIONS[name][3]]["mean_wall_seconds"], 2)
-    result = {"machine": machine(), "sets": base, "rounds": 1 if args.quick else args.repeats,
-              "conditions": rows,
-              "command": shlex.join(["python", "benchmarks/demo_beside.py",
-                                     *(argv or sys.argv[1:])]),
-              "wall_seconds": round(time.time() - t0, 1)}
-    stem = "demo_beside.quick" if args.quick else f"demo_beside-{result['machine']['isa']}"
-    write_results(args.out_dir, stem, result, markdown(result))
-    print(markdown(result))
-    return result
+    return publish_per_cpu("demo_beside.py", argv, t0, args.out_dir, "demo_beside", args.quick,
+                           {"sets": base, "rounds": 1 if args.quick else args.repeats,
+                            "conditions": rows}, markdown)
 
 
 def markdown(r: dict) -> str:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import statistics
 import sys
 import tempfile
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, machine, write_results
+from _common import RESULTS, publish_per_cpu
 from demo_beside import QUICK, run_condition
 
 ONE_FILE = ['convert.formats=["onnx"]', 'convert.precisions=["int8-dynamic"]',
@@ -70,15 +69,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     for st in TRAINED:
         summary[f"{st}_speedup"] = round(summary["fp32"][st]["train_seconds"]
                                          / summary["bf16"][st]["train_seconds"], 3)
-    result = {"machine": machine(), "sets": base, "seeds": seeds, "runs": runs,
-              "summary": summary,
-              "command": shlex.join(["python", "benchmarks/precision.py",
-                                     *(argv or sys.argv[1:])]),
-              "wall_seconds": round(time.time() - t0, 1)}
-    stem = "precision_demo.quick" if args.quick else f"precision_demo-{result['machine']['isa']}"
-    write_results(args.out_dir, stem, result, markdown(result))
-    print(markdown(result))
-    return result
+    return publish_per_cpu("precision.py", argv, t0, args.out_dir, "precision_demo", args.quick,
+                           {"sets": base, "seeds": seeds, "runs": runs, "summary": summary},
+                           markdown)
 
 
 def markdown(r: dict) -> str:

@@ -338,9 +338,10 @@ class Trainer:
         if resume and (self.ckpt_dir / CKPT).is_file():
             step, best = self._load(opt, sched)
             self._restart_log(step)
-            self._log({"resumed_from": step})
+            self._log({"resumed_from": step, "precision": self.precision})
         else:
             self._restart_log(None)
+            self._log({"precision": self.precision})
         bar = None
         if self.progress and self.rank == 0:
             from tqdm.auto import tqdm
@@ -351,7 +352,6 @@ class Trainer:
         share = (CoreShare(torch.get_num_threads(), torch.set_num_threads)
                  if cfg.share_cores and self.world == 1 and self.device.type == "cpu" else None)
         model.train()
-        self._log({"precision": self.precision})
         t0, seen = time.perf_counter(), 0
         while step < self.total_steps:
             batch = {k: v.to(self.device, non_blocking=True)

@@ -1,4 +1,5 @@
-"""Where training runs: the ``device`` setting (CPU tests run everywhere; CUDA tests need a GPU)."""
+"""Where training runs: the ``device`` setting (CPU tests run everywhere; CUDA tests need a GPU),
+and how its settings are checked (``device`` and ``precision``)."""
 from __future__ import annotations
 
 import pytest
@@ -16,10 +17,12 @@ from .conftest import FAST
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-def test_device_setting_is_checked_with_its_key(tmp_path):
+@pytest.mark.parametrize("key, value", [("device", "gpu"), ("precision", "fp16")])
+def test_training_setting_is_checked_with_its_key(tmp_path, key, value):
+    """Where (device) and in what precision training runs: a bad value names key and file."""
     bad = tmp_path / "r.toml"
-    bad.write_text('[distill]\ndevice = "gpu"\n')
-    with pytest.raises(ConfigError, match="device") as e:
+    bad.write_text(f'[distill]\n{key} = "{value}"\n')
+    with pytest.raises(ConfigError, match=key) as e:
         load_sections({"distill": DistillConfig}, bad, [])
     assert str(bad) in str(e.value)
     assert resolve_device("cpu") == torch.device("cpu")
