@@ -25,7 +25,9 @@ this CPU, e.g. ``avx2``, ``avx512vnni``, ``amx``) with exactly these keys:
 TFLite, dynamic and static) at batch 1 x 64 tokens. The ``.md`` adds the per-shape times, the
 model-shape roofline, the commands, and where the int8 time goes at batch 8 x 128: Linux perf
 on the roofline's file by XNNPACK/ORT kernel kind (``_common.perf_profile``; TFLite's Python API
-has no op profiler), and ONNX Runtime's profiler on the fastest int8 ONNX file, per op type.
+has no op profiler), and ONNX Runtime's profiler on the fastest int8 ONNX file, per op type;
+and, for each peer under its 1.3x target, perf on our default file and the peer's best file at
+batch 1 x 64 side by side (``peer_gaps``), with the ratio our GEMMs alone would allow.
 """
 from __future__ import annotations
 
