@@ -296,8 +296,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
                         key=lambda f: b8["p50_ms"][f], default=None)
         from edge_albert.runtime.tokenizer import TextTokenizer
 
-        feed8 = feeds_at(TextTokenizer.load(art), texts, seq=128, batch=8, n_batches=1)[0]
-        feed1 = feeds_at(TextTokenizer.load(art), texts, seq=64, batch=1, n_batches=1)[0]
+        tok = TextTokenizer.load(art)
+        feed8 = feeds_at(tok, texts, seq=128, batch=8, n_batches=1)[0]
+        feed1 = feeds_at(tok, texts, seq=64, batch=1, n_batches=1)[0]
         profile = ort_profile(art / onnx_int8, feed8) if onnx_int8 else []
         kernels = perf_profile(art / b8["fastest_int8"], feed8, 2.0 if args.quick else 8.0)
         et = executorch_ratio(args.pte, art, default_file, texts[:64], budget)

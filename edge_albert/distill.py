@@ -44,16 +44,8 @@ from .modeling import (
 from .runtime.metrics import classification_metrics
 from .runtime.tokenizer import TextTokenizer
 from .students import _encoder_parts, flops_per_sequence, init_from_teacher, student_config
-from .training import (
-    TokenizedSet,
-    Trainer,
-    init_distributed,
-    predict_logits,
-    resolve_device,
-    seed_everything,
-    tokenize,
-    world,
-)
+from .train_device import init_distributed, resolve_device, world
+from .training import TokenizedSet, Trainer, predict_logits, seed_everything, tokenize
 
 
 # ----------------------------------------------------------------------------- augmentation

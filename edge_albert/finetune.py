@@ -25,16 +25,8 @@ from .modeling import (
 )
 from .runtime.metrics import classification_metrics
 from .runtime.tokenizer import TextTokenizer
-from .training import (
-    Trainer,
-    init_distributed,
-    model_inputs,
-    predict_logits,
-    resolve_device,
-    seed_everything,
-    tokenize,
-    world,
-)
+from .train_device import init_distributed, resolve_device, world
+from .training import Trainer, model_inputs, predict_logits, seed_everything, tokenize
 
 
 class ClassifierLoss(nn.Module):

@@ -58,15 +58,8 @@ from .artifacts import atomic_write_text
 from .config import DistillConfig
 from .distill_loss import DistillLoss
 from .errors import ConfigError
-from .training import (
-    TokenizedSet,
-    Trainer,
-    device_name,
-    model_inputs,
-    resolve_device,
-    resolve_precision,
-    world,
-)
+from .train_device import device_name, resolve_device, resolve_precision, world
+from .training import TokenizedSet, Trainer, model_inputs
 
 FFN_MULTIPLE = 16
 

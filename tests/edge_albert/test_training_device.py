@@ -10,7 +10,7 @@ pytest.importorskip("transformers")
 from edge_albert.config import DistillConfig, load_sections
 from edge_albert.distill import run_distill
 from edge_albert.errors import ConfigError
-from edge_albert.training import resolve_device
+from edge_albert.train_device import resolve_device
 
 from .conftest import FAST
 

@@ -15,7 +15,7 @@ from edge_albert.runtime.cpu import native_bf16
 
 from edge_albert.config import DistillConfig
 from edge_albert.distill import run_distill
-from edge_albert.training import resolve_precision
+from edge_albert.train_device import resolve_precision
 
 from .conftest import FAST
 
