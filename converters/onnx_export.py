@@ -52,7 +52,8 @@ def logits_module(model, mask_value: float = ATTENTION_MASK_VALUE, *,
 
     ``first_token_last_pass`` (ALBERT models): the last pass runs for the first token only, as
     in the TFLite graph (:mod:`.tf_albert` says why and what it saves); the same logits, since
-    the classifier reads nothing else. Off for the graph ONNX Runtime's fusions rewrite: their
+    the classifier reads nothing else; and, for an unshared last layer, without keys or values
+    (:func:`_one_query_context`). Off for the graph ONNX Runtime's fusions rewrite: their
     packed QKV weight would sit beside the last pass's own Q/K/V, a second copy of a shared
     layer."""
     import torch
@@ -101,13 +102,33 @@ def albert_logits_first_token(clf, input_ids, bias, token_type_ids):
         return t.view(batch, n, -1, d).transpose(1, 2)
 
     first = x[:, :1]
-    q = heads(att.query(first), 1)
-    k, v = heads(att.key(x), seq), heads(att.value(x), seq)
-    probs = torch.softmax(torch.matmul(q, k.transpose(2, 3)) * scaling + bias, dim=-1)
-    ctx = torch.matmul(probs, v).transpose(1, 2).reshape(batch, 1, -1)
+    if sum(p is last for p in passes) == 1:  # no other pass reads its key weight: fold it
+        ctx = _one_query_context(att, first, x, bias, scaling)
+    else:
+        q = heads(att.query(first), 1)
+        k, v = heads(att.key(x), seq), heads(att.value(x), seq)
+        probs = torch.softmax(torch.matmul(q, k.transpose(2, 3)) * scaling + bias, dim=-1)
+        ctx = torch.matmul(probs, v).transpose(1, 2).reshape(batch, 1, -1)
     a = att.LayerNorm(first + att.dense(ctx))
     out = last.full_layer_layer_norm(last.ff_chunk(a) + a)[:, 0]
     return clf.classifier(clf.dropout(albert.pooler_activation(albert.pooler(out))))
+
+
+def _one_query_context(att, first, x, bias, scaling):
+    """The last pass's attention output [batch, 1, hidden] without keys or values, as
+    :meth:`.tf_albert.make_tf_albert`'s ``one_query_context`` computes it (the derivation is
+    there): two [heads x hidden x hidden] matmuls instead of two [seq x hidden x hidden] ones."""
+    import torch
+
+    batch, seq, hid = x.shape
+    n, d = hid // att.attention_head_size, att.attention_head_size
+    eye = torch.eye(n).view(1, n, n, 1)  # [., row h, head block g, .]: keeps g == h
+    q = (att.query(first) * scaling).view(batch, 1, n, d)
+    u = torch.matmul((q * eye).view(batch, n, hid), att.key.weight)  # score = x . u_h
+    probs = torch.softmax(torch.matmul(u, x.transpose(1, 2)) + bias.view(batch, 1, seq), dim=-1)
+    full = torch.matmul(torch.matmul(probs, x), att.value.weight.t())  # [batch, heads, hidden]
+    ctx = (full.view(batch, n, n, d) * eye).sum(dim=1).view(batch, 1, hid)
+    return ctx + att.value.bias
 
 
 def use_eager_attention(model) -> None:

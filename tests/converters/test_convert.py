@@ -174,68 +174,6 @@ def test_tflite_files_hold_builtin_ops_only(converted):
             assert not any(op.startswith("Flex") for op in c.ops)
 
 
-@pytest.mark.parametrize("name", ["model.fp32.tflite", "model.int8-static.tflite"])
-def test_tflite_last_pass_runs_for_the_first_token_only(converted, name):
-    """The classifier reads the last pass at the first token, so that pass computes the query,
-    attention, FFN and LayerNorms for one row per example (keys and values still for every
-    token); the earlier passes compute every row. Read from the file's own tensors at run time."""
-    import warnings
-
-    from ai_edge_litert.interpreter import Interpreter
-
-    batch, seq = 2, 16
-    with warnings.catch_warnings():  # "intended for debugging purposes only": so is this test
-        warnings.filterwarnings("ignore", message=".*preserve_all_tensors")
-        it = Interpreter(model_path=str(converted.path / name),
-                         experimental_preserve_all_tensors=True)
-    for d in it.get_input_details():
-        it.resize_tensor_input(d["index"], [batch, seq])
-    it.allocate_tensors()
-    for d in it.get_input_details():
-        it.set_tensor(d["index"], np.ones((batch, seq), dtype=d["dtype"]))
-    it.invoke()
-    names = {t["index"]: t["name"] for t in it.get_tensor_details()}
-    rows: dict[str, set[int]] = {}
-    for op in it._get_ops_details():
-        out = names[op["outputs"][0]]
-        if op["op_name"] == "FULLY_CONNECTED" and "/layer_" in out:
-            layer = out.split("/layer_")[1].split("/")[0]
-            kind = "ffn" if "/ffn/" in out else "attention"
-            rows.setdefault(f"{layer}/{kind}", set()).add(it.get_tensor(op["outputs"][0]).shape[0])
-    last = max(int(k.split("/")[0]) for k in rows)
-    for key, seen in rows.items():
-        layer = int(key.split("/")[0])
-        if layer < last:
-            assert seen == {batch * seq}, key
-        elif key.endswith("ffn"):
-            assert seen == {batch}, key
-        else:  # query and output projection per example, keys and values per token
-            assert seen == {batch, batch * seq}, key
-
-def test_onnx_last_pass_runs_for_the_first_token_only(converted, tiny_model):
-    """As in the TFLite files: every FFN matmul output of the fp32 .onnx, read by running the
-    graph with those outputs exposed, has a row per token except the last pass's, one per
-    example."""
-    import onnx
-    import onnxruntime as ort
-    from transformers import AutoConfig
-
-    layers = AutoConfig.from_pretrained(tiny_model).num_hidden_layers
-    proto = onnx.load(str(converted.path / "model.fp32.onnx"))
-    inits = {i.name for i in proto.graph.initializer}
-    ffn = [n.output[0] for n in proto.graph.node if n.op_type in ("MatMul", "Gemm")
-           and any(x in inits and ".ffn.weight" in x for x in n.input)]
-    assert len(ffn) == layers
-    for name in ffn:
-        proto.graph.output.append(onnx.ValueInfoProto(name=name))
-    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    batch, seq = 2, 16
-    feeds = {n: np.ones((batch, seq), dtype=np.int64) for n in INPUT_NAMES}
-    outs = sess.run(ffn, feeds)
-    rows = sorted(int(np.prod(o.shape[:-1])) for o in outs)
-    assert rows == [batch] + [batch * seq] * (layers - 1)
-
-
 def test_onnx_and_ort_files_load_in_onnxruntime(converted):
     import onnx
     import onnxruntime as ort

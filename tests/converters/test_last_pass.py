@@ -1,0 +1,152 @@
+"""The last layer pass, which the classifier reads at the first token only: computed for that
+token (query, attention output, FFN, LayerNorms), and where no other pass shares its weights,
+without keys or values for every token (``tf_albert.one_query_context``), in TFLite and ONNX."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from edge_albert.converters.spec import INPUT_NAMES
+
+BATCH, SEQ = 2, 16
+
+
+def _tflite_weight_matmul_rows(path: Path) -> list[tuple[str, int]]:
+    """(output name, rows) of every FULLY_CONNECTED op, read from the file's own tensors after a
+    run at [BATCH, SEQ]."""
+    import warnings
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    with warnings.catch_warnings():  # "intended for debugging purposes only": so is this test
+        warnings.filterwarnings("ignore", message=".*preserve_all_tensors")
+        it = Interpreter(model_path=str(path), experimental_preserve_all_tensors=True)
+    for d in it.get_input_details():
+        it.resize_tensor_input(d["index"], [BATCH, SEQ])
+    it.allocate_tensors()
+    for d in it.get_input_details():
+        it.set_tensor(d["index"], np.ones((BATCH, SEQ), dtype=d["dtype"]))
+    it.invoke()
+    names = {t["index"]: t["name"] for t in it.get_tensor_details()}
+    return [(names[op["outputs"][0]], it.get_tensor(op["outputs"][0]).shape[0])
+            for op in it._get_ops_details() if op["op_name"] == "FULLY_CONNECTED"]
+
+
+def _onnx_weight_matmul_rows(path: Path) -> list[int]:
+    """Rows (all but the last axis) of every MatMul/Gemm output with a weight input in an fp32
+    .onnx, run at [BATCH, SEQ] with those outputs exposed."""
+    import onnx
+    import onnxruntime as ort
+
+    proto = onnx.load(str(path))
+    inits = {i.name for i in proto.graph.initializer}
+    outs = [n.output[0] for n in proto.graph.node
+            if n.op_type in ("MatMul", "Gemm") and any(x in inits for x in n.input)]
+    for name in outs:
+        proto.graph.output.append(onnx.ValueInfoProto(name=name))
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = {n: np.ones((BATCH, SEQ), dtype=np.int64) for n in INPUT_NAMES}
+    return [int(np.prod(o.shape[:-1])) for o in sess.run(outs, feeds)]
+
+
+@pytest.mark.parametrize("name", ["model.fp32.tflite", "model.int8-static.tflite"])
+def test_tflite_last_pass_runs_for_the_first_token_only(converted, name):
+    """A shared layer (the tiny model: one group): the last pass computes the query, attention,
+    FFN and LayerNorms for one row per example, keys and values still for every token (folding
+    them would store the shared key weight twice); the earlier passes compute every row."""
+    rows: dict[str, set[int]] = {}
+    for out, n in _tflite_weight_matmul_rows(converted.path / name):
+        if "/layer_" in out:
+            layer = out.split("/layer_")[1].split("/")[0]
+            kind = "ffn" if "/ffn/" in out else "attention"
+            rows.setdefault(f"{layer}/{kind}", set()).add(n)
+    last = max(int(k.split("/")[0]) for k in rows)
+    for key, seen in rows.items():
+        layer = int(key.split("/")[0])
+        if layer < last:
+            assert seen == {BATCH * SEQ}, key
+        elif key.endswith("ffn"):
+            assert seen == {BATCH}, key
+        else:  # query and output projection per example, keys and values per token
+            assert seen == {BATCH, BATCH * SEQ}, key
+
+
+def test_onnx_last_pass_runs_for_the_first_token_only(converted, tiny_model):
+    """As in the TFLite files: every FFN matmul of the fp32 .onnx has a row per token except the
+    last pass's, one per example."""
+    import onnx
+    from transformers import AutoConfig
+
+    layers = AutoConfig.from_pretrained(tiny_model).num_hidden_layers
+    proto = onnx.load(str(converted.path / "model.fp32.onnx"))
+    inits = {i.name for i in proto.graph.initializer}
+    ffn = [n.output[0] for n in proto.graph.node if n.op_type in ("MatMul", "Gemm")
+           and any(x in inits and ".ffn.weight" in x for x in n.input)]
+    assert len(ffn) == layers
+    for name in ffn:
+        proto.graph.output.append(onnx.ValueInfoProto(name=name))
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    outs = sess.run(ffn, {n: np.ones((BATCH, SEQ), dtype=np.int64) for n in INPUT_NAMES})
+    rows = sorted(int(np.prod(o.shape[:-1])) for o in outs)
+    assert rows == [BATCH] + [BATCH * SEQ] * (layers - 1)
+
+
+@pytest.fixture(scope="module")
+def unshared(tmp_path_factory, tokenizer_dir, task_tsv):
+    """A 3-layer ALBERT with a group per layer (as pruned students are), trained-like weights
+    (every parameter moved), converted to fp32 and int8-static ONNX and TFLite."""
+    import torch
+    from edge_albert.converters.convert import ConvertConfig, run_convert
+    from edge_albert.runtime.tokenizer import TextTokenizer
+
+    from edge_albert.modeling import (
+        AlbertShape,
+        albert_config,
+        build_albert_classifier,
+        copy_tokenizer_files,
+    )
+
+    work = tmp_path_factory.mktemp("unshared")
+    vocab = TextTokenizer.load(tokenizer_dir).vocab_size
+    shape = AlbertShape(16, 48, 3, 3, 64, num_hidden_groups=3, max_position_embeddings=128)
+    model = build_albert_classifier(albert_config(shape, vocab_size=vocab))
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    model.save_pretrained(work / "model")
+    copy_tokenizer_files(tokenizer_dir, work / "model")
+    return model, run_convert(
+        ConvertConfig(formats=("onnx", "tflite"), precisions=("fp32", "int8-static"),
+                      parity_examples=64), work / "model", work / "out",
+        calibration=task_tsv, progress=False)
+
+
+def test_unshared_last_pass_computes_no_keys_or_values_per_token(unshared):
+    """Where no other pass reads the last layer's weights, its keys and values are folded away:
+    the per-token weight matmuls are mapping_in and six per earlier pass, none in the last
+    (which has its own per-head ones: [batch x heads] rows), in TFLite and ONNX; the logits still
+    match torch and each weight is stored once."""
+    from edge_albert.converters.census import census
+
+    from edge_albert.modeling import parameter_count
+
+    model, m = unshared
+    layers, heads = model.config.num_hidden_layers, model.config.num_attention_heads
+    per_token = 1 + 6 * (layers - 1)
+    for name in ("model.fp32.tflite", "model.int8-static.tflite"):
+        rows = [n for out, n in _tflite_weight_matmul_rows(m.path / name)]
+        assert rows.count(BATCH * SEQ) == per_token, name
+        assert rows.count(BATCH * heads) == 2, name  # the folded key and value matmuls
+    rows = _onnx_weight_matmul_rows(m.path / "model.fp32.onnx")
+    assert rows.count(BATCH * SEQ) == per_token
+    params = parameter_count(model)
+    for name in ("model.fp32.onnx", "model.fp32.tflite"):
+        assert m.files[name]["parity"]["max_abs_logit_diff"] <= 1e-4, name
+        assert census(m.path / name).stored_weight_bytes <= 1.05 * 4 * params + 4096, name
+    for name in ("model.int8-static.onnx", "model.int8-static.tflite"):
+        assert m.files[name]["parity"]["agreement"] >= 0.95, name
+        assert census(m.path / name).stored_weight_bytes <= 1.3 * params, name
