@@ -76,12 +76,13 @@ def logits_module(model, mask_value: float = ATTENTION_MASK_VALUE, *,
     return LogitsOnly(model).eval()
 
 
-def albert_logits_first_token(clf, input_ids, bias, token_type_ids):
+def albert_logits_first_token(clf, input_ids, bias, token_type_ids, *, fold: bool = True):
     """An ``AlbertForSequenceClassification``'s logits (eval mode, eager attention) with its
     last pass computed for the first token only: keys and values for every token, the query,
     attention output, FFN and LayerNorms for one row per example. Mirrors transformers'
     ``AlbertTransformer`` / ``AlbertLayer`` / ``AlbertAttention`` forward, reading their
-    modules, so the weights are the model's own."""
+    modules, so the weights are the model's own. ``fold``: an unshared last layer computes no
+    keys or values (:func:`_one_query_context`)."""
     import torch
 
     albert, cfg = clf.albert, clf.config
@@ -102,7 +103,7 @@ def albert_logits_first_token(clf, input_ids, bias, token_type_ids):
         return t.view(batch, n, -1, d).transpose(1, 2)
 
     first = x[:, :1]
-    if sum(p is last for p in passes) == 1:  # no other pass reads its key weight: fold it
+    if fold and sum(p is last for p in passes) == 1:  # no other pass reads its key weight
         ctx = _one_query_context(att, first, x, bias, scaling)
     else:
         q = heads(att.query(first), 1)

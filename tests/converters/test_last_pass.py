@@ -150,3 +150,17 @@ def test_unshared_last_pass_computes_no_keys_or_values_per_token(unshared):
     for name in ("model.int8-static.onnx", "model.int8-static.tflite"):
         assert m.files[name]["parity"]["agreement"] >= 0.95, name
         assert census(m.path / name).stored_weight_bytes <= 1.3 * params, name
+
+
+def test_pte_keeps_the_last_pass_keys_and_values_as_linear_layers(unshared):
+    """ExecuTorch's XNNPACKQuantizer quantizes nn.Linear weights only: folded into plain matmuls,
+    the last layer's key and value weights would stay fp32 in an int8 .pte, so its graph keeps
+    every layer's six linears (plus mapping_in, pooler and classifier)."""
+    import torch
+    from edge_albert.converters.pte import _logits_module
+
+    model, _ = unshared
+    ids = torch.ones((BATCH, SEQ), dtype=torch.long)
+    graph = torch.export.export(_logits_module(model), (ids, ids, torch.zeros_like(ids))).graph
+    linears = [n for n in graph.nodes if n.op == "call_function" and "linear" in str(n.target)]
+    assert len(linears) == 6 * model.config.num_hidden_layers + 3
