@@ -228,6 +228,7 @@ run_emulated() {
 compare() {
   log "comparing host and emulated predictions"
   local note="bundle $BUNDLE as given"
+  [ -n "$ARTIFACTS" ] && note="convert artifact $ARTIFACTS, bundled for rpi with the eval set $DATA"
   if [ -z "$GIVEN_BUNDLE" ] && [ -z "$ARTIFACTS" ]; then
     note="tiny ALBERT (28k parameters), $TRAIN_STEPS fine-tuning steps on SST-2 train (0 = random weights), int8-static calibrated on SST-2 dev; agreement and logit error across CPUs need no accurate model"
   fi
