@@ -255,11 +255,12 @@ def run_convert(config: ConvertConfig, model_dir: str | Path, out_dir: str | Pat
     """
     from ..data import read_calibration
     from ..errors import DataError
-    from ..modeling import copy_tokenizer_files
+    from ..modeling import copy_tokenizer_files, resolve_model
     from .calibration import build_calibration, parity_feeds, synthetic_parity_feeds
     from .parity import gate, torch_logits
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
+    resolve_model(model_dir)  # a mistyped --model is named before what else the command lacks
     config, skipped = config.installed()
     _check_inputs(config, calibration, out_dir, force)
     spec = config.spec

@@ -61,6 +61,14 @@ def test_a_precision_the_format_does_not_support(cli, tiny_model, out):
     _nothing_written(out)
 
 
+def test_a_mistyped_model_is_named_before_the_missing_calibration(cli, tmp_path, out):
+    res = _invoke(cli, "--model", str(tmp_path / "no-such-model"), "--out", str(out))
+    assert res.exit_code == 4
+    line = _one_error_line(res.output)
+    assert "no-such-model: model directory does not exist" in line
+    _nothing_written(out)
+
+
 def test_int8_static_without_calibration(cli, tiny_model, out):
     res = _invoke(cli, "--model", str(tiny_model), "--out", str(out), "--formats", "tflite")
     assert res.exit_code == 2
