@@ -76,13 +76,14 @@ def logits_module(model, mask_value: float = ATTENTION_MASK_VALUE, *,
     return LogitsOnly(model).eval()
 
 
-def albert_logits_first_token(clf, input_ids, bias, token_type_ids, *, fold: bool = True):
+def albert_logits_first_token(clf, input_ids, bias, token_type_ids, *, fold: bool = True,
+                              linears: bool = False):
     """An ``AlbertForSequenceClassification``'s logits (eval mode, eager attention) with its
     last pass computed for the first token only: keys and values for every token, the query,
     attention output, FFN and LayerNorms for one row per example. Mirrors transformers'
     ``AlbertTransformer`` / ``AlbertLayer`` / ``AlbertAttention`` forward, reading their
     modules, so the weights are the model's own. ``fold``: an unshared last layer computes no
-    keys or values (:func:`_one_query_context`)."""
+    keys or values (:func:`_one_query_context`; ``linears``: its two matmuls as ``F.linear``)."""
     import torch
 
     albert, cfg = clf.albert, clf.config
@@ -104,7 +105,7 @@ def albert_logits_first_token(clf, input_ids, bias, token_type_ids, *, fold: boo
 
     first = x[:, :1]
     if fold and sum(p is last for p in passes) == 1:  # no other pass reads its key weight
-        ctx = _one_query_context(att, first, x, bias, scaling)
+        ctx = _one_query_context(att, first, x, bias, scaling, linears=linears)
     else:
         q = heads(att.query(first), 1)
         k, v = heads(att.key(x), seq), heads(att.value(x), seq)
@@ -115,7 +116,7 @@ def albert_logits_first_token(clf, input_ids, bias, token_type_ids, *, fold: boo
     return clf.classifier(clf.dropout(albert.pooler_activation(albert.pooler(out))))
 
 
-def _one_query_context(att, first, x, bias, scaling):
+def _one_query_context(att, first, x, bias, scaling, *, linears: bool = False):
     """The last pass's attention output [batch, 1, hidden] without keys or values, as
     :meth:`.tf_albert.make_tf_albert`'s ``one_query_context`` computes it (the derivation is
     there): two [heads x hidden x hidden] matmuls instead of two [seq x hidden x hidden] ones."""
@@ -125,9 +126,13 @@ def _one_query_context(att, first, x, bias, scaling):
     n, d = hid // att.attention_head_size, att.attention_head_size
     eye = torch.eye(n).view(1, n, n, 1)  # [., row h, head block g, .]: keeps g == h
     q = (att.query(first) * scaling).view(batch, 1, n, d)
-    u = torch.matmul((q * eye).view(batch, n, hid), att.key.weight)  # score = x . u_h
+    q_heads = (q * eye).view(batch, n, hid)
+    if linears:  # for quantizers that take linear weights only (ExecuTorch's XNNPACKQuantizer)
+        u = torch.nn.functional.linear(q_heads, att.key.weight.t())
+    else:  # the exporter keeps the key weight as the model's own, named initializer
+        u = torch.matmul(q_heads, att.key.weight)  # score = x . u_h
     probs = torch.softmax(torch.matmul(u, x.transpose(1, 2)) + bias.view(batch, 1, seq), dim=-1)
-    full = torch.matmul(torch.matmul(probs, x), att.value.weight.t())  # [batch, heads, hidden]
+    full = torch.nn.functional.linear(torch.matmul(probs, x), att.value.weight)  # [b, n, hid]
     ctx = (full.view(batch, n, n, d) * eye).sum(dim=1).view(batch, 1, hid)
     return ctx + att.value.bias
 

@@ -10,6 +10,8 @@ import pytest
 from edge_albert.converters.spec import INPUT_NAMES
 
 BATCH, SEQ = 2, 16
+#: aten ops that change a tensor's layout only
+RELAYOUTS = {"t", "permute", "transpose", "view", "reshape", "expand", "_unsafe_view", "contiguous"}
 
 
 def _tflite_weight_matmul_rows(path: Path) -> list[tuple[str, int]]:
@@ -152,15 +154,29 @@ def test_unshared_last_pass_computes_no_keys_or_values_per_token(unshared):
         assert census(m.path / name).stored_weight_bytes <= 1.3 * params, name
 
 
-def test_pte_keeps_the_last_pass_keys_and_values_as_linear_layers(unshared):
-    """ExecuTorch's XNNPACKQuantizer quantizes nn.Linear weights only: folded into plain matmuls,
-    the last layer's key and value weights would stay fp32 in an int8 .pte, so its graph keeps
-    every layer's six linears (plus mapping_in, pooler and classifier)."""
+def test_pte_folds_the_last_pass_into_linears_its_quantizer_takes(unshared):
+    """The .pte's module folds the last pass too, its two folded matmuls written as linears:
+    ExecuTorch's XNNPACKQuantizer quantizes linear weights only (as plain matmuls, two weights
+    stayed fp32 in the int8 file). In the exported graph: no matmul reads a weight, and only
+    mapping_in and the earlier passes' six linears run per token."""
     import torch
     from edge_albert.converters.pte import _logits_module
 
     model, _ = unshared
     ids = torch.ones((BATCH, SEQ), dtype=torch.long)
-    graph = torch.export.export(_logits_module(model), (ids, ids, torch.zeros_like(ids))).graph
-    linears = [n for n in graph.nodes if n.op == "call_function" and "linear" in str(n.target)]
-    assert len(linears) == 6 * model.config.num_hidden_layers + 3
+    ep = torch.export.export(_logits_module(model), (ids, ids, torch.zeros_like(ids)))
+    params = {n for n, kind in ep.graph_signature.inputs_to_parameters.items()}
+    calls = [n for n in ep.graph.nodes if n.op == "call_function"]
+
+    def op(node) -> str:
+        return str(node.target).split(".")[1]
+
+    def reads_weight(node) -> bool:  # a parameter, as is or through a transpose or view
+        return any(getattr(a, "name", None) in params or (
+            getattr(a, "op", None) == "call_function" and op(a) in RELAYOUTS and reads_weight(a))
+            for a in node.args)
+
+    matmuls = [n for n in calls if op(n) in ("matmul", "mm", "bmm")]
+    assert matmuls and not any(reads_weight(n) for n in matmuls)
+    rows = [int(np.prod(n.meta["val"].shape[:-1])) for n in calls if "linear" in str(n.target)]
+    assert rows.count(BATCH * SEQ) == 1 + 6 * (model.config.num_hidden_layers - 1)
