@@ -26,6 +26,7 @@ import numpy as np
 
 from ..errors import ConversionError
 from .spec import ATTENTION_MASK_VALUE, INPUT_NAMES, OUTPUT_NAME, ExportSpec
+from .tf_albert import last_layer_unshared
 
 #: a file may store at most this many bytes of float weights per fp32 parameter byte
 STORAGE_SLACK = 1.05
@@ -104,7 +105,7 @@ def albert_logits_first_token(clf, input_ids, bias, token_type_ids, *, fold: boo
         return t.view(batch, n, -1, d).transpose(1, 2)
 
     first = x[:, :1]
-    if fold and sum(p is last for p in passes) == 1:  # no other pass reads its key weight
+    if fold and last_layer_unshared(cfg):  # no other pass reads its key weight
         ctx = _one_query_context(att, first, x, bias, scaling, linears=linears)
     else:
         q = heads(att.query(first), 1)
