@@ -172,30 +172,21 @@ def make_tf_albert(model, *, mask_value: float = ATTENTION_MASK_VALUE,
                 return tf.transpose(tf.reshape(t, [batch, n, self.heads, d]), [0, 2, 1, 3])
 
             with tf.name_scope("attention"):
-                if cls_only and self.fold_last:
-                    # its own tail, inside this scope: written in the shared one below, the
-                    # default student's int8-static file had one more QUANTIZE/DEQUANTIZE pair
-                    # and 1.6 KB more (measured; same logits)
-                    rows = tf.reshape(x, [batch, seq, self.hidden])[:, 0]
-                    ctx = self.one_query_context(x, rows, bias, batch, seq, prefix)
-                    attn = self.norm(rows + self.dense(ctx, prefix + "attention.dense"),
-                                     prefix + "attention.LayerNorm")
-                    with tf.name_scope("ffn"):
-                        h = self.dense(self.activation(self.dense(attn, prefix + "ffn")),
-                                       prefix + "ffn_output")
-                    return self.norm(h + attn, prefix + "full_layer_layer_norm")
                 rows = tf.reshape(x, [batch, seq, self.hidden])[:, 0] if cls_only else x
-                n = 1 if cls_only else seq
-                q = heads(self.dense(rows, prefix + "attention.query"), n)
-                k = heads(self.dense(x, prefix + "attention.key"), seq)
-                v = heads(self.dense(x, prefix + "attention.value"), seq)
-                scores = tf.matmul(q, k, transpose_b=True)  # 1/sqrt(d) is in q's weights
-                with tf.name_scope("softmax"):
-                    # mask and softmax share a scope, so the softmax fallback keeps the whole
-                    # masked-score path in float (see the module docstring)
-                    probs = tf.nn.softmax(scores + bias, axis=-1)
-                ctx = tf.reshape(tf.transpose(tf.matmul(probs, v), [0, 2, 1, 3]),
-                                 [batch * n, self.hidden])
+                if cls_only and self.fold_last:
+                    ctx = self.one_query_context(x, rows, bias, batch, seq, prefix)
+                else:
+                    n = 1 if cls_only else seq
+                    q = heads(self.dense(rows, prefix + "attention.query"), n)
+                    k = heads(self.dense(x, prefix + "attention.key"), seq)
+                    v = heads(self.dense(x, prefix + "attention.value"), seq)
+                    scores = tf.matmul(q, k, transpose_b=True)  # 1/sqrt(d) is in q's weights
+                    with tf.name_scope("softmax"):
+                        # mask and softmax share a scope, so the softmax fallback keeps the
+                        # whole masked-score path in float (see the module docstring)
+                        probs = tf.nn.softmax(scores + bias, axis=-1)
+                    ctx = tf.reshape(tf.transpose(tf.matmul(probs, v), [0, 2, 1, 3]),
+                                     [batch * n, self.hidden])
                 attn = self.norm(rows + self.dense(ctx, prefix + "attention.dense"),
                                  prefix + "attention.LayerNorm")
             with tf.name_scope("ffn"):

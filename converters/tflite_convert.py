@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 from collections.abc import Iterable, Sequence
 
 from ..errors import ConversionError
@@ -33,6 +34,10 @@ from .spec import Fallback, Precision
 #: ops of the masked-score path (scope ``softmax/``) and of the mask (scope ``mask/``)
 _SOFTMAX_OPS = {"MUL", "ADD", "SUB", "RESHAPE", "CAST"}
 _LAYERNORM_OPS = {"MEAN", "SUB", "SQUARED_DIFFERENCE", "ADD", "RSQRT", "MUL"}
+#: a name scope as TensorFlow writes it: a second ``layernorm`` scope under one parent is
+#: ``layernorm_1`` (missing that once left a LayerNorm int8 in a "layernorm fallback" file)
+_LAYERNORM_SCOPE = re.compile(r"(^|[/;])layernorm(_\d+)?/")
+_SOFTMAX_SCOPE = re.compile(r"(^|[/;])softmax(_\d+)?/|(^|;)mask(_\d+)?/")
 
 
 def _converter(module):
@@ -55,10 +60,9 @@ def denylisted_nodes(model_bytes: bytes, fallbacks: Iterable[Fallback | str],
     for op in ops:
         hit = (
             (Fallback.LAYERNORM in groups and op.op in _LAYERNORM_OPS
-             and any("layernorm/" in o for o in op.outputs))
+             and any(_LAYERNORM_SCOPE.search(o) for o in op.outputs))
             or (Fallback.SOFTMAX in groups and (op.op == "SOFTMAX" or (
-                op.op in _SOFTMAX_OPS and any("softmax/" in o or o.startswith("mask/")
-                                              for o in op.outputs))))
+                op.op in _SOFTMAX_OPS and any(_SOFTMAX_SCOPE.search(o) for o in op.outputs))))
             or (Fallback.GELU in groups and op.op == "GELU")
             or (Fallback.ATTENTION in groups and op.op == "BATCH_MATMUL" and op.weight is None)
             or (Fallback.EMBEDDINGS in groups and op.op == "GATHER" and op.weight is not None)

@@ -180,3 +180,25 @@ def test_pte_folds_the_last_pass_into_linears_its_quantizer_takes(unshared):
     assert matmuls and not any(reads_weight(n) for n in matmuls)
     rows = [int(np.prod(n.meta["val"].shape[:-1])) for n in calls if "linear" in str(n.target)]
     assert rows.count(BATCH * SEQ) == 1 + 6 * (model.config.num_hidden_layers - 1)
+
+
+def test_unshared_int8_static_tflite_keeps_every_norm_and_softmax_float(unshared):
+    """The default fallbacks hold in the folded last pass too: every LayerNorm (the embeddings'
+    and two per layer) and every softmax of the full-integer file runs in float (the last
+    pass's second LayerNorm was once int8: its ops sat in a scope TensorFlow had named
+    ``layernorm_1``, which the fallback did not match)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    model, m = unshared
+    assert m.files["model.int8-static.tflite"]["recipe"]["float_fallbacks"] == [
+        "layernorm", "softmax", "attention"]
+    it = Interpreter(model_path=str(m.path / "model.int8-static.tflite"))
+    dtypes = {t["index"]: np.dtype(t["dtype"]) for t in it.get_tensor_details()}
+    kinds: dict[str, list[np.dtype]] = {}
+    for op in it._get_ops_details():
+        if op["op_name"] in ("MEAN", "SQUARED_DIFFERENCE", "RSQRT", "SOFTMAX"):
+            kinds.setdefault(op["op_name"], []).extend(dtypes[o] for o in op["outputs"])
+    layers = model.config.num_hidden_layers
+    assert len(kinds["RSQRT"]) == 1 + 2 * layers and len(kinds["SOFTMAX"]) == layers
+    assert all(d == np.float32 for seen in kinds.values() for d in seen), {
+        k: sorted({str(d) for d in v}) for k, v in kinds.items()}
