@@ -118,7 +118,10 @@ class Fallback(str, enum.Enum):
 
     ``embeddings``: the word/position/token-type tables; ``attention``: the activation x activation
     matmuls (Q.K^T and P.V); ``pooler`` and ``classifier``: the head's dense layers; ``layernorm``,
-    ``softmax`` and ``gelu``: the non-linearities (their ops carry no weights).
+    ``softmax`` and ``gelu``: the non-linearities (their ops carry no weights). ``layernorm``
+    covers the sum each LayerNorm normalizes too (the residual stream, the embeddings' sum):
+    ONNX Runtime's static recipe leaves those Adds in float anyway, and TFLite's would give them
+    one int8 scale across their outlier channels.
     """
 
     EMBEDDINGS = "embeddings"

@@ -148,8 +148,19 @@ def make_tf_albert(model, *, mask_value: float = ATTENTION_MASK_VALUE,
             """x [n, in] @ W[out, in]^T + b: TFLite FULLY_CONNECTED with torch's weight as is."""
             return tf.matmul(x, self.w[name + ".weight"], transpose_b=True) + self.w[name + ".bias"]
 
-        def norm(self, x, name: str):
+        def norm(self, name: str, *terms, shape=None):
+            """LayerNorm of the sum of ``terms`` (a residual and a sublayer's output, or the
+            three embeddings), reshaped to ``shape`` first if given. The sum sits in the
+            ``layernorm`` scope, so the layernorm fallback keeps the residual stream in float:
+            in int8 one scale spans its outlier channels (default SST-2 student, int8-static:
+            rms logit-margin error against fp32 0.65 -> 0.48, dev agreement 97.1 -> 98.3 %,
+            same speed)."""
             with tf.name_scope("layernorm"):
+                x = terms[0]
+                for t in terms[1:]:
+                    x = x + t
+                if shape is not None:
+                    x = tf.reshape(x, shape)
                 mean = tf.reduce_mean(x, axis=-1, keepdims=True)
                 centered = x - mean
                 var = tf.reduce_mean(tf.square(centered), axis=-1, keepdims=True)
@@ -187,12 +198,12 @@ def make_tf_albert(model, *, mask_value: float = ATTENTION_MASK_VALUE,
                         probs = tf.nn.softmax(scores + bias, axis=-1)
                     ctx = tf.reshape(tf.transpose(tf.matmul(probs, v), [0, 2, 1, 3]),
                                      [batch * n, self.hidden])
-                attn = self.norm(rows + self.dense(ctx, prefix + "attention.dense"),
-                                 prefix + "attention.LayerNorm")
+                attn = self.norm(prefix + "attention.LayerNorm", rows,
+                                 self.dense(ctx, prefix + "attention.dense"))
             with tf.name_scope("ffn"):
                 h = self.activation(self.dense(attn, prefix + "ffn"))
                 h = self.dense(h, prefix + "ffn_output")
-            return self.norm(h + attn, prefix + "full_layer_layer_norm")
+            return self.norm(prefix + "full_layer_layer_norm", attn, h)
 
         def one_query_context(self, x, rows, bias, batch, seq, prefix: str):
             """The last pass's attention output [batch, hidden] for its one query per example,
@@ -220,13 +231,14 @@ def make_tf_albert(model, *, mask_value: float = ATTENTION_MASK_VALUE,
         def logits(self, input_ids, attention_mask, token_type_ids):
             batch, seq = tf.shape(input_ids)[0], tf.shape(input_ids)[1]
             with tf.name_scope("embeddings"):
-                e = tf.gather(self.w["albert.embeddings.word_embeddings.weight"], input_ids)
-                e += tf.gather(self.w["albert.embeddings.token_type_embeddings.weight"],
-                               token_type_ids)
+                word = tf.gather(self.w["albert.embeddings.word_embeddings.weight"], input_ids)
+                kind = tf.gather(self.w["albert.embeddings.token_type_embeddings.weight"],
+                                 token_type_ids)
                 # [seq, emb] broadcasts over the batch; no new-axis slicing (a Flex StridedSlice)
-                e += tf.slice(self.w["albert.embeddings.position_embeddings.weight"], [0, 0],
-                              [seq, -1])
-                e = self.norm(tf.reshape(e, [batch * seq, -1]), "albert.embeddings.LayerNorm")
+                pos = tf.slice(self.w["albert.embeddings.position_embeddings.weight"], [0, 0],
+                               [seq, -1])
+                e = self.norm("albert.embeddings.LayerNorm", word, kind, pos,
+                              shape=[batch * seq, -1])
             with tf.name_scope("mask"):
                 keep = tf.reshape(tf.cast(attention_mask, tf.float32), [batch, 1, 1, seq])
                 bias = (1.0 - keep) * self.mask_value

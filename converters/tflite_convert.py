@@ -8,7 +8,9 @@ full-integer int8, with TensorFlow's own converter and quantizer.
   (weights under 1024 elements stay float by TensorFlow's own rule).
 * ``int8-static``: full-integer quantization calibrated on the shared
   :class:`~.calibration.CalibrationSet` (int8 weights and activations, float input/output
-  allowed). Float fallbacks use TensorFlow's selective quantization
+  allowed). The ``layernorm`` fallback keeps each LayerNorm's input sum in float too (the
+  residual adds and the embeddings' sum sit in its scope, see ``tf_albert``). Float fallbacks use
+  TensorFlow's selective quantization
   (``tf.lite.experimental.QuantizationDebugger`` with ``denylisted_nodes``): the nodes of each
   fallback group are found in the calibrated model by op type and name scope. The
   ``softmax`` group covers the whole masked-score path: the additive padding

@@ -184,9 +184,10 @@ def test_pte_folds_the_last_pass_into_linears_its_quantizer_takes(unshared):
 
 def test_unshared_int8_static_tflite_keeps_every_norm_and_softmax_float(unshared):
     """The default fallbacks hold in the folded last pass too: every LayerNorm (the embeddings'
-    and two per layer) and every softmax of the full-integer file runs in float (the last
-    pass's second LayerNorm was once int8: its ops sat in a scope TensorFlow had named
-    ``layernorm_1``, which the fallback did not match)."""
+    and two per layer) with the sum it normalizes (the residual stream, the three embeddings)
+    and every softmax of the full-integer file runs in float (the last pass's second LayerNorm
+    was once int8: its ops sat in a scope TensorFlow had named ``layernorm_1``, which the
+    fallback did not match; the residual sums were int8 before they joined the LayerNorm)."""
     from ai_edge_litert.interpreter import Interpreter
 
     model, m = unshared
@@ -196,9 +197,10 @@ def test_unshared_int8_static_tflite_keeps_every_norm_and_softmax_float(unshared
     dtypes = {t["index"]: np.dtype(t["dtype"]) for t in it.get_tensor_details()}
     kinds: dict[str, list[np.dtype]] = {}
     for op in it._get_ops_details():
-        if op["op_name"] in ("MEAN", "SQUARED_DIFFERENCE", "RSQRT", "SOFTMAX"):
+        if op["op_name"] in ("MEAN", "SQUARED_DIFFERENCE", "RSQRT", "SOFTMAX", "ADD"):
             kinds.setdefault(op["op_name"], []).extend(dtypes[o] for o in op["outputs"])
     layers = model.config.num_hidden_layers
     assert len(kinds["RSQRT"]) == 1 + 2 * layers and len(kinds["SOFTMAX"]) == layers
+    assert len(kinds["ADD"]) >= 2 + 2 * layers  # the embeddings' two, a residual per norm
     assert all(d == np.float32 for seen in kinds.values() for d in seen), {
         k: sorted({str(d) for d in v}) for k, v in kinds.items()}
