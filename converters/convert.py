@@ -290,7 +290,7 @@ def run_convert(config: ConvertConfig, model_dir: str | Path, out_dir: str | Pat
         raise ConversionError("the torch model itself returns non-finite logits", where=model_dir)
 
     plan = config.plan()
-    names = _step_names(plan, config.onnx_graph)
+    names = _step_names(plan, config.onnx_graph, config.fixed_shapes)
     steps = Steps(names, progress is not False)
     record = {**to_dict(config), "calibration": str(calibration) if calibration else None,
               "model": str(model_dir)}
@@ -356,7 +356,8 @@ def _text_source(config: ConvertConfig, ds: Any, tok: Any, model_dir: Path,
     return TextSource(model_dir, tok, list(labels), picked + extra)
 
 
-def _step_names(plan: list[tuple[Format, Precision]], graph: OnnxGraph) -> list[str]:
+def _step_names(plan: list[tuple[Format, Precision]], graph: OnnxGraph,
+                fixed_shapes: tuple[Precision, ...] = ()) -> list[str]:
     names = []
     onnx_precs = [p for f, p in plan if f in (Format.ONNX, Format.ORT, Format.ONNX_E2E)]
     if onnx_precs:  # the fp32 export always runs: it is the source of the int8 files
@@ -364,6 +365,8 @@ def _step_names(plan: list[tuple[Format, Precision]], graph: OnnxGraph) -> list[
         if graph is OnnxGraph.FUSED:
             names.append("onnx fuse")
     names += [f"onnx {p.value}" for p in dict.fromkeys(onnx_precs) if p is not Precision.FP32]
+    if (Format.ONNX, Precision.INT8_STATIC) in plan and Precision.INT8_STATIC in fixed_shapes:
+        names.append("onnx int8-static (full QDQ)")  # the source of its fixed-shape copies
     if any(f is Format.ORT for f, _ in plan):
         names.append("ort")
     names += [f"onnx-e2e {p.value}" for f, p in plan if f is Format.ONNX_E2E]

@@ -218,9 +218,11 @@ class Converter:
                                    " valid; the manifest's census lists the weight ops")
 
     # -- ONNX and ORT -----------------------------------------------------------------------
-    def fixed_shape_files(self, scratch: Path, written: list[Precision]) -> None:
-        """``fixed/model.<precision>.b1x<L>.onnx``: the dynamic file with every input pinned to
-        [1, L] for each bucket L, checked row by row against the dynamic file."""
+    def fixed_shape_files(self, scratch: Path, written: list[Precision],
+                          sources: dict[Precision, Path]) -> None:
+        """``fixed/model.<precision>.b1x<L>.onnx``: the dynamic file (or ``sources[precision]``:
+        int8-static in its full QDQ form, see onnx_quant) with every input pinned to [1, L] for
+        each bucket L, checked row by row against its dynamic-shape source."""
         precs = [p for p in self.config.fixed_shapes if p in written]
         if not precs:
             return
@@ -232,7 +234,7 @@ class Converter:
         rows = [(b["input_ids"][i:i + 1], b["attention_mask"][i:i + 1], b["token_type_ids"][i:i + 1])
                 for b in self.batches for i in range(len(b["input_ids"]))][:16]
         for p in precs:
-            src = scratch / model_filename(Format.ONNX, p)
+            src = sources.get(p, scratch / model_filename(Format.ONNX, p))
             dyn = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"])
             for length in self.spec.buckets:
                 model = onnx.load(str(src))
@@ -264,7 +266,9 @@ class Converter:
                                           f" (> {limit:g})", where=name)
                 self.w.describe(name, format=Format.ONNX.value, precision=p.value,
                                 fixed_shape=[1, length], seq_len=length, buckets=[length],
-                                source=src.name, max_abs_diff_vs_dynamic=worst)
+                                source=src.name if p not in sources else
+                                f"{model_filename(Format.ONNX, p)}, its full QDQ form",
+                                max_abs_diff_vs_dynamic=worst)
 
     def onnx_files(self, scratch: Path, precs: list[Precision],
                    plan: list[tuple[Format, Precision]]) -> None:
@@ -282,6 +286,7 @@ class Converter:
             export_fp32_onnx, self.model, plain, self.spec, self.params))
         recipes[Precision.FP32]["graph"] = OnnxGraph.PLAIN.value
         source = plain
+        fixed_sources: dict[Precision, Path] = {}
         if c.onnx_graph is OnnxGraph.FUSED:
             source = scratch / "src" / "fused.onnx"
             recipes[Precision.FP32] = self.steps.run("onnx fuse", functools.partial(
@@ -296,12 +301,18 @@ class Converter:
                 recipes[p].update(graph=recipes[Precision.FP32]["graph"], target=target.value)
             elif p is Precision.INT8_STATIC:
                 assert self.cal is not None
-                recipes[p] = self.steps.run(f"onnx {p.value}", functools.partial(
-                    quantize_static, plain, dst, self.cal, method=c.calibration_method,
+                static = functools.partial(
+                    quantize_static, plain, calibration=self.cal, method=c.calibration_method,
                     per_channel=c.per_channel, activation_type=c.activation_type.value,
                     weight_type=c.weight_type.value, fallbacks=c.fallbacks,
-                    nodes=c.fallback_nodes, reduce_range=seven))
+                    nodes=c.fallback_nodes, reduce_range=seven)
+                recipes[p] = self.steps.run(f"onnx {p.value}", functools.partial(static, dst))
                 recipes[p].update(graph=OnnxGraph.PLAIN.value, target=target.value)
+                if p in c.fixed_shapes and any(f is Format.ONNX and q is p for f, q in plan):
+                    # the fixed copies' source: Q/DQ after every MatMul (see onnx_quant)
+                    fixed_sources[p] = scratch / "src" / "int8-static.full-qdq.onnx"
+                    self.steps.run(f"onnx {p.value} (full QDQ)", functools.partial(
+                        static, fixed_sources[p], quantize_outputs=True))
                 if c.onnx_graph is OnnxGraph.FUSED:
                     recipes[p]["graph_why"] = ("ONNX Runtime's QDQ quantizer has no Attention:"
                                                " int8-static is made from the plain graph")
@@ -312,7 +323,7 @@ class Converter:
                                                     target_platform=c.ort_target))
             shutil.copyfile(scratch / CONFIG_NAME, self.w.path / CONFIG_NAME)
             self.w.describe(CONFIG_NAME, kind="onnxruntime reduced-build operator config")
-        self.fixed_shape_files(scratch, [p for f, p in plan if f is Format.ONNX])
+        self.fixed_shape_files(scratch, [p for f, p in plan if f is Format.ONNX], fixed_sources)
         for fmt, p in plan:
             if fmt is Format.ONNX_E2E:
                 from .onnx_e2e import e2e_file

@@ -481,6 +481,43 @@ def test_fixed_shape_onnx_variants_per_bucket(converted, tokenizer_dir):
     np.testing.assert_allclose(clf.logits(texts, batch_size=8), ref, atol=1e-4)
 
 
+def _weight_matmuls(path: Path) -> tuple[int, int]:
+    """(weight MatMul/Gemm nodes, those whose output is requantized) of a QDQ .onnx file."""
+    import onnx
+
+    g = onnx.load(str(path)).graph
+    inits = {i.name for i in g.initializer}
+    weights = {n.output[0] for n in g.node if n.op_type == "DequantizeLinear" and n.input[0] in inits}
+    readers: dict[str, set[str]] = {}
+    for n in g.node:
+        for x in n.input:
+            readers.setdefault(x, set()).add(n.op_type)
+    mm = [n for n in g.node if n.op_type in ("MatMul", "Gemm") and set(n.input) & weights]
+    return len(mm), sum("QuantizeLinear" in readers.get(n.output[0], ()) for n in mm)
+
+
+def test_int8_static_onnx_matmul_outputs_float_and_full_qdq_fixed_copies(converted, tmp_path):
+    """The dynamic int8-static file leaves every weight MatMul's output float, and ONNX Runtime's
+    CPU provider runs them as MatMulIntegerToFloat (int8 compute); the fixed-shape copies, for
+    providers that take int8 only as DQ -> MatMul -> Q units, requantize every one."""
+    import onnx
+    import onnxruntime as ort
+
+    dyn = converted.path / "model.int8-static.onnx"
+    n, requantized = _weight_matmuls(dyn)
+    assert n >= 13 and requantized == 0
+    assert converted.files["model.int8-static.onnx"]["recipe"]["matmul_outputs"] == "float"
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(dyn), opts, providers=["CPUExecutionProvider"])
+    ops = {x.op_type for x in onnx.load(opts.optimized_model_filepath).graph.node}
+    assert "MatMulIntegerToFloat" in ops and "QLinearMatMul" not in ops
+    for b in (32, 64, 128):
+        name = f"fixed/model.int8-static.b1x{b}.onnx"
+        assert _weight_matmuls(converted.path / name) == (n, n)
+        assert "full QDQ" in converted.files[name]["source"]
+
+
 def _int8_weight_peak(path: Path) -> int:
     """Largest |value| among the int8 weight initializers of an .onnx file."""
     import onnx
