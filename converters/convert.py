@@ -9,6 +9,7 @@ an error anywhere leaves no half-written directory.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -183,6 +184,11 @@ class ConvertConfig:
                     out.append((fmt, p))
         return out
 
+    def fixed_precisions(self) -> list[Precision]:
+        """The precisions whose .onnx gets fixed-shape copies under ``fixed/``."""
+        plan = self.plan()
+        return [p for p in self.fixed_shapes if (Format.ONNX, p) in plan]
+
 
 def _check_inputs(config: ConvertConfig, calibration: str | Path | None,
                   out_dir: Path, force: bool) -> None:
@@ -290,7 +296,7 @@ def run_convert(config: ConvertConfig, model_dir: str | Path, out_dir: str | Pat
         raise ConversionError("the torch model itself returns non-finite logits", where=model_dir)
 
     plan = config.plan()
-    names = _step_names(plan, config.onnx_graph, config.fixed_shapes)
+    names = _step_names(plan, config.onnx_graph, config.fixed_precisions())
     steps = Steps(names, progress is not False)
     record = {**to_dict(config), "calibration": str(calibration) if calibration else None,
               "model": str(model_dir)}
@@ -357,7 +363,7 @@ def _text_source(config: ConvertConfig, ds: Any, tok: Any, model_dir: Path,
 
 
 def _step_names(plan: list[tuple[Format, Precision]], graph: OnnxGraph,
-                fixed_shapes: tuple[Precision, ...] = ()) -> list[str]:
+                fixed: Sequence[Precision] = ()) -> list[str]:
     names = []
     onnx_precs = [p for f, p in plan if f in (Format.ONNX, Format.ORT, Format.ONNX_E2E)]
     if onnx_precs:  # the fp32 export always runs: it is the source of the int8 files
@@ -365,7 +371,7 @@ def _step_names(plan: list[tuple[Format, Precision]], graph: OnnxGraph,
         if graph is OnnxGraph.FUSED:
             names.append("onnx fuse")
     names += [f"onnx {p.value}" for p in dict.fromkeys(onnx_precs) if p is not Precision.FP32]
-    if (Format.ONNX, Precision.INT8_STATIC) in plan and Precision.INT8_STATIC in fixed_shapes:
+    if Precision.INT8_STATIC in fixed:
         names.append("onnx int8-static (full QDQ)")  # the source of its fixed-shape copies
     if any(f is Format.ORT for f, _ in plan):
         names.append("ort")

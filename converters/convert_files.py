@@ -218,12 +218,11 @@ class Converter:
                                    " valid; the manifest's census lists the weight ops")
 
     # -- ONNX and ORT -----------------------------------------------------------------------
-    def fixed_shape_files(self, scratch: Path, written: list[Precision],
-                          sources: dict[Precision, Path]) -> None:
+    def fixed_shape_files(self, scratch: Path, sources: dict[Precision, Path]) -> None:
         """``fixed/model.<precision>.b1x<L>.onnx``: the dynamic file (or ``sources[precision]``:
         int8-static in its full QDQ form, see onnx_quant) with every input pinned to [1, L] for
         each bucket L, checked row by row against its dynamic-shape source."""
-        precs = [p for p in self.config.fixed_shapes if p in written]
+        precs = self.config.fixed_precisions()
         if not precs:
             return
         import onnx
@@ -308,7 +307,7 @@ class Converter:
                     nodes=c.fallback_nodes, reduce_range=seven)
                 recipes[p] = self.steps.run(f"onnx {p.value}", functools.partial(static, dst))
                 recipes[p].update(graph=OnnxGraph.PLAIN.value, target=target.value)
-                if p in c.fixed_shapes and any(f is Format.ONNX and q is p for f, q in plan):
+                if p in c.fixed_precisions():
                     # the fixed copies' source: Q/DQ after every MatMul (see onnx_quant)
                     fixed_sources[p] = scratch / "src" / "int8-static.full-qdq.onnx"
                     self.steps.run(f"onnx {p.value} (full QDQ)", functools.partial(
@@ -323,7 +322,7 @@ class Converter:
                                                     target_platform=c.ort_target))
             shutil.copyfile(scratch / CONFIG_NAME, self.w.path / CONFIG_NAME)
             self.w.describe(CONFIG_NAME, kind="onnxruntime reduced-build operator config")
-        self.fixed_shape_files(scratch, [p for f, p in plan if f is Format.ONNX], fixed_sources)
+        self.fixed_shape_files(scratch, fixed_sources)
         for fmt, p in plan:
             if fmt is Format.ONNX_E2E:
                 from .onnx_e2e import e2e_file
