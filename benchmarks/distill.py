@@ -26,7 +26,8 @@ TEACHER = {  # per task: fine-tuning recipe for the MiniLM teacher (train on tra
     # 1 epoch: the 2026-11-26 run started at 1.5 epochs and was shortened to 1 on resume at
     # step 1000 (the 2-core machine was shared), see results["notes"]
     "sst2": dict(epochs=1.0, learning_rate=8e-5, max_length=64, batch_size=32, eval_every=500),
-    "mrpc": dict(epochs=5, learning_rate=5e-5, max_length=128, batch_size=32, eval_every=0),
+    # 2026-12-01: 5 epochs at 5e-5, batch 32 reached 75.67 % dev (F1 0.828); this recipe 77.87 %
+    "mrpc": dict(epochs=6, learning_rate=1e-4, max_length=128, batch_size=16, eval_every=0),
     "agnews": dict(epochs=3, learning_rate=8e-5, max_length=128, batch_size=32, eval_every=0),
 }
 DISTILL = {
