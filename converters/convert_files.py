@@ -71,7 +71,8 @@ class Steps:
 
 
 def describe_file(path: Path, fmt: Format, precision: Precision, recipe: dict, *,
-                  spec: ExportSpec, batches, ref, params: int, threads: int):
+                  spec: ExportSpec, batches, ref, params: int, threads: int,
+                  tol: float | None = None):
     """A model file's manifest metadata (format, precision, io, recipe, census, parity against
     torch, bytes per parameter) and its :class:`~.parity.Parity`; ConversionError for a TFLite
     file with non-builtin ops."""
@@ -79,7 +80,7 @@ def describe_file(path: Path, fmt: Format, precision: Precision, recipe: dict, *
     from .parity import compare, run_file
 
     out = run_file(path, batches, threads=threads)
-    par = compare(ref, out, fmt=fmt, precision=precision)
+    par = compare(ref, out, fmt=fmt, precision=precision, tol=tol)
     cen = census(path)
     if fmt is Format.TFLITE and cen.custom_ops:
         raise ConversionError(f"{path.name} holds non-builtin op(s) {cen.custom_ops}: the plain"
@@ -122,7 +123,8 @@ def export_fused_onnx(model, path: Path, spec: ExportSpec, params: int) -> dict:
 
 
 def text_in_parity(ref: list, out: list, texts: list[str], differ: list[int], fmt: Format,
-                   precision: Precision, why: str) -> tuple[Any, dict, dict]:
+                   precision: Precision, why: str, *, tol: float | None = None
+                   ) -> tuple[Any, dict, dict]:
     """A text-in file's parity, on the texts its own tokenizer splits as the runtime does, its
     agreement on every text, and the ``tokenization_checked`` record (``differ``: indices of
     the texts tokenized otherwise; ``why``: the reason recorded when there are any)."""
@@ -130,8 +132,9 @@ def text_in_parity(ref: list, out: list, texts: list[str], differ: list[int], fm
 
     other = set(differ)
     same = [i for i in range(len(texts)) if i not in other]
-    par = compare([ref[i] for i in same], [out[i] for i in same], fmt=fmt, precision=precision)
-    every = compare(ref, out, fmt=fmt, precision=precision)
+    par = compare([ref[i] for i in same], [out[i] for i in same], fmt=fmt, precision=precision,
+                  tol=tol)
+    every = compare(ref, out, fmt=fmt, precision=precision, tol=tol)
     checked = {"texts": len(texts), "ids_equal": len(same),
                "first_differences": [texts[i][:120] for i in differ[:5]],
                **({"why": why + "; parity counts the texts it tokenizes as the runtime does,"
@@ -172,13 +175,27 @@ class Converter:
         self.parity: dict = {}
         self.described: dict[str, dict] = {}
         self.tf_diff: float | None = None
+        self.fp16_rounding: float | None = None  # measured when an fp16 file is
         self._tf_module: Any = None
 
     # -- shared -------------------------------------------------------------------------------
+    def tolerance(self, precision: Precision) -> float | None:
+        """A file's parity gate: the precision's fixed one, and for fp16 the model's own
+        (:func:`.spec.fp16_tolerance`, rounding measured once, recorded in the manifest)."""
+        from .parity import fp16_rounding_diff
+        from .spec import fp16_tolerance, tolerance
+
+        if precision is not Precision.FP16:
+            return tolerance(precision)
+        if self.fp16_rounding is None:
+            self.fp16_rounding = fp16_rounding_diff(self.model, self.batches, self.ref)
+            self.w.extra["fp16_weight_rounding_diff"] = round(self.fp16_rounding, 6)
+        return fp16_tolerance(self.fp16_rounding)
+
     def measure(self, path: Path, fmt: Format, precision: Precision, recipe: dict) -> None:
         meta, par = describe_file(path, fmt, precision, recipe, spec=self.spec,
                                   batches=self.batches, ref=self.ref, params=self.params,
-                                  threads=self.config.threads)
+                                  threads=self.config.threads, tol=self.tolerance(precision))
         self.parity[path.name] = par
         self.described[path.name] = meta
         self.w.describe(path.name, **meta)

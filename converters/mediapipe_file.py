@@ -209,7 +209,7 @@ def mediapipe_files(conv: Any, precs: Sequence[Any]) -> None:
                 clf.close()
             par, parity, checked = text_in_parity(
                 ref, out, texts, differ_at, Format.MEDIAPIPE, p,
-                SEGMENTATION_DIFFERS if spiece else _WHY_WORDPIECE)
+                SEGMENTATION_DIFFERS if spiece else _WHY_WORDPIECE, tol=conv.tolerance(p))
             meta = {"format": Format.MEDIAPIPE.value, "precision": p.value,
                     "inputs": [{"name": n, "dtype": "int32", "shape": [1, length]}
                                for n in INPUT_NAMES],
