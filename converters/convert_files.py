@@ -122,26 +122,6 @@ def export_fused_onnx(model, path: Path, spec: ExportSpec, params: int) -> dict:
     return recipe
 
 
-def text_in_parity(ref: list, out: list, texts: list[str], differ: list[int], fmt: Format,
-                   precision: Precision, why: str, *, tol: float | None = None
-                   ) -> tuple[Any, dict, dict]:
-    """A text-in file's parity, on the texts its own tokenizer splits as the runtime does, its
-    agreement on every text, and the ``tokenization_checked`` record (``differ``: indices of
-    the texts tokenized otherwise; ``why``: the reason recorded when there are any)."""
-    from .parity import compare
-
-    other = set(differ)
-    same = [i for i in range(len(texts)) if i not in other]
-    par = compare([ref[i] for i in same], [out[i] for i in same], fmt=fmt, precision=precision,
-                  tol=tol)
-    every = compare(ref, out, fmt=fmt, precision=precision, tol=tol)
-    checked = {"texts": len(texts), "ids_equal": len(same),
-               "first_differences": [texts[i][:120] for i in differ[:5]],
-               **({"why": why + "; parity counts the texts it tokenizes as the runtime does,"
-                          " agreement_all_texts every text"} if differ else {})}
-    return par, {**par.to_dict(), "agreement_all_texts": every.agreement}, checked
-
-
 def tf_graph(model, spec: ExportSpec, feeds) -> tuple[Any, float]:
     """The TensorFlow ALBERT graph every TFLite file is converted from, and its max abs logit
     difference from torch on ``feeds`` (ConversionError above 1e-4)."""

@@ -173,7 +173,7 @@ def mediapipe_files(conv: Any, precs: Sequence[Any]) -> None:
     import torch
 
     from ..runtime.backends import MediaPipeBackend
-    from .convert_files import text_in_parity
+    from .parity import text_in_parity
     from .spec import Format, model_filename
     from .tflite_convert import convert_tflite
 

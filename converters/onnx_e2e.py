@@ -275,8 +275,7 @@ def e2e_file(conv: Any, source: Path, p: Precision, source_recipe: dict) -> None
     import onnx
 
     from .census import census
-    from .convert_files import text_in_parity
-    from .parity import torch_logits
+    from .parity import text_in_parity, torch_logits
     from .sentencepiece_uncased import SEGMENTATION_DIFFERS
     from .spec import Format, model_filename
 

@@ -3,7 +3,8 @@
 :func:`run_file` runs an ``.onnx`` / ``.ort`` file in an onnxruntime ``InferenceSession``, a
 ``.tflite`` file in LiteRT's ``Interpreter`` (its signature runner, resized per batch) or a
 ``.pte`` program in ExecuTorch's runtime.
-:func:`compare` gives max abs logit difference and top-1 agreement; :func:`gate` collects every
+:func:`compare` gives max abs logit difference and top-1 agreement (:func:`text_in_parity`: for a
+text-in file, on the texts its own tokenizer splits as the runtime does); :func:`gate` collects every
 file that misses its tolerance (fp32 1e-4; fp16 1e-2, or three times what rounding the weights
 to fp16 alone changes, :func:`fp16_rounding_diff`; int8 only reports) or returns a non-finite
 logit, and raises one :class:`ConversionError` with the numbers of all of them.
@@ -146,6 +147,24 @@ def compare(ref: Sequence[np.ndarray], out: Sequence[np.ndarray], *, fmt: Format
     agree = float(np.mean(o.argmax(-1) == r.argmax(-1))) if finite else 0.0
     return Parity(Format(fmt).value, Precision(precision).value, diff, agree, int(r.shape[0]),
                   tolerance(precision) if tol is None else tol, finite)
+
+
+def text_in_parity(ref: list, out: list, texts: list[str], differ: list[int], fmt: Format,
+                   precision: Precision, why: str, *, tol: float | None = None
+                   ) -> tuple[Parity, dict, dict]:
+    """A text-in file's parity, on the texts its own tokenizer splits as the runtime does, its
+    agreement on every text, and the ``tokenization_checked`` record (``differ``: indices of
+    the texts tokenized otherwise; ``why``: the reason recorded when there are any)."""
+    other = set(differ)
+    same = [i for i in range(len(texts)) if i not in other]
+    par = compare([ref[i] for i in same], [out[i] for i in same], fmt=fmt, precision=precision,
+                  tol=tol)
+    every = compare(ref, out, fmt=fmt, precision=precision, tol=tol)
+    checked = {"texts": len(texts), "ids_equal": len(same),
+               "first_differences": [texts[i][:120] for i in differ[:5]],
+               **({"why": why + "; parity counts the texts it tokenizes as the runtime does,"
+                          " agreement_all_texts every text"} if differ else {})}
+    return par, {**par.to_dict(), "agreement_all_texts": every.agreement}, checked
 
 
 def gate(results: Mapping[str, Parity]) -> None:
